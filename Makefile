@@ -1,0 +1,32 @@
+# complaints-worker: `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## demo: run the real worker end to end on embedded IMAP/SMTP servers; mail lands in demo-out/
+demo: $(STAMP)
+	$(BIN)/complaints-worker demo --out demo-out
+
+## test: lint, type-check the core, check migrations, run the whole suite
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy worker/core
+
+clean:
+	rm -rf $(VENV) demo-out .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,181 @@
+"""Crashes and outages: nothing lost, nothing acknowledged twice with a new identity."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.harness import PASSWORD, PROVIDER_ADDRESSES, Worker, mailbox_for
+from tests.test_intake_e2e import acks, complaint, folder_uids
+from worker.adapters.imap import ImapMailbox
+from worker.adapters.smtp import SmtpSender
+from worker.embedded import EmbeddedSmtpServer, deliver_many
+
+CLARANET = PROVIDER_ADDRESSES["claranet-soho"]
+HALO = PROVIDER_ADDRESSES["halo-tech-group"]
+T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
+
+
+class SimulatedCrash(BaseException):
+    """Stands for kill -9: not an Exception, so no handler in the worker can swallow it."""
+
+
+class CrashBeforeMarking(ImapMailbox):
+    def mark_processed(self, uids: Sequence[int]) -> None:
+        raise SimulatedCrash("killed after commit, before flagging on the server")
+
+
+class CrashAfterAcceptance(SmtpSender):
+    """Really sends, then dies before the worker can record that it did."""
+
+    async def send(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> str:
+        reply = await super().send(envelope_from, recipients, raw)
+        raise SimulatedCrash(f"killed after SMTP accepted: {reply}")
+
+
+def ack_ids_by_case(smtp: EmbeddedSmtpServer) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for mail in acks(smtp):
+        found[mail.message["X-Complaints-Worker-Case"]].add(mail.message["Message-ID"])
+    return found
+
+
+@pytest.mark.parametrize("processed_folder", ["Processed", None])
+def test_crash_between_commit_and_imap_flag(tmp_path: Path, imap_server, smtp, processed_folder):
+    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD,
+                 [(complaint(n), T0) for n in range(5)])
+    worker = Worker.create(tmp_path, imap_port=imap_server.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho",
+                                                  processed_folder=processed_folder)])
+    worker.app.cycle.mailbox_factory = CrashBeforeMarking
+    with pytest.raises(SimulatedCrash):
+        worker.once(T0)
+    assert smtp.received == [], "the crash came before the outbox was dispatched"
+
+    restarted = worker.restart()
+    restarted.once(T0 + timedelta(minutes=1))
+    restarted.once(T0 + timedelta(minutes=2))
+
+    assert len(restarted.cases()) == 5
+    by_case = ack_ids_by_case(smtp)
+    assert len(by_case) == 5 and all(len(ids) == 1 for ids in by_case.values())
+    assert len(acks(smtp)) == 5
+    if processed_folder:
+        assert folder_uids(imap_server.port, "INBOX") == [], "left-behind messages get moved"
+    restarted.close()
+
+
+def test_crash_between_smtp_acceptance_and_marking_sent(tmp_path: Path, pymap, smtp):
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(3)])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    config = worker.app.config
+    worker.app.cycle.dispatch.sender_factory = lambda: CrashAfterAcceptance(config.smtp)
+    with pytest.raises(SimulatedCrash):
+        worker.once(T0)
+    assert len(smtp.received) == 1, "the first acknowledgement was accepted, then we died"
+
+    restarted = worker.restart()
+    restarted.once(T0 + timedelta(minutes=1))
+    restarted.once(T0 + timedelta(minutes=2))
+
+    by_case = ack_ids_by_case(smtp)
+    assert len(by_case) == 3
+    # The one in flight may arrive twice, but as the same message (same Message-ID), never
+    # as a second acknowledgement with a new identity.
+    assert all(len(ids) == 1 for ids in by_case.values())
+    assert len(acks(smtp)) == 4
+    assert restarted.status()["outbox"] == {"pending": 0, "sent": 3, "failed": 0,
+                                            "failed_rows": []}
+    restarted.close()
+
+
+def test_failing_mailbox_is_logged_once_and_does_not_stop_others(
+        tmp_path: Path, pymap, smtp, caplog: pytest.LogCaptureFixture):
+    deliver_many("127.0.0.1", pymap.port, HALO, PASSWORD, [(complaint(1), T0)])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+        mailboxes=[mailbox_for("claranet-soho", extra={"username": "nobody@example.org"}),
+                   mailbox_for("halo-tech-group")])
+    with caplog.at_level(logging.ERROR):
+        first = worker.once(T0)
+        second = worker.once(T0 + timedelta(minutes=1))
+    assert "claranet-soho" in first.mailbox_errors and "claranet-soho" in second.mailbox_errors
+    assert len(worker.cases()) == 1 and len(smtp.received) == 1, "the other mailbox still works"
+    errors = [r for r in caplog.records if "claranet-soho" in r.getMessage()]
+    assert len(errors) == 1, "an outage is logged once, not once per pass"
+    assert "nobody@example.org" not in caplog.text and PASSWORD not in caplog.text
+    mailboxes = {m["name"]: m for m in worker.status()["mailboxes"]}
+    assert mailboxes["claranet-soho"]["last_error"]
+    assert mailboxes["halo-tech-group"]["last_error"] is None
+    assert mailboxes["halo-tech-group"]["last_success_at"] is not None
+    worker.close()
+
+
+def test_transient_smtp_failure_is_retried_with_backoff(tmp_path: Path, pymap, smtp):
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1), T0)])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")],
+                           worker={"outbox_retry_base_seconds": 60})
+    smtp.fail_next(1, code=451, text="4.3.0 try again later")
+    first = worker.once(T0)
+    assert first.dispatch.retrying == 1 and smtp.received == []
+    worker.once(T0 + timedelta(seconds=30))
+    assert smtp.received == [], "not retried before its backoff"
+    worker.once(T0 + timedelta(seconds=61))
+    assert len(acks(smtp)) == 1
+    kinds = [e["kind"] for e in worker.case(worker.cases()[0]["reference"])["events"]]
+    assert kinds.count("email_retry_scheduled") == 1 and "email_sent" in kinds
+    worker.close()
+
+
+def test_permanent_smtp_failure_is_recorded(tmp_path: Path, pymap, smtp):
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1), T0)])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    smtp.fail_next(1, code=550, text="5.1.1 no such user")
+    result = worker.once(T0)
+    assert result.dispatch.failed == 1
+    worker.once(T0 + timedelta(hours=1))
+    assert smtp.received == [], "a permanent failure is not retried"
+    outbox = worker.status()["outbox"]
+    assert outbox["failed"] == 1 and "550" in outbox["failed_rows"][0]["error"]
+    worker.close()
+
+
+def test_smtp_outage_keeps_everything_queued(tmp_path: Path, pymap, smtp):
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(3)])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    smtp.set_down(True)
+    result = worker.once(T0)
+    assert result.dispatch.outage and len(worker.cases()) == 3
+    smtp.set_down(False)
+    worker.once(T0 + timedelta(hours=1))
+    assert len(acks(smtp)) == 3
+    # Sent in the order the complaints arrived.
+    refs = [m.message["X-Complaints-Worker-Case"] for m in acks(smtp)]
+    assert refs == sorted(refs)
+    worker.close()
+
+
+def test_uidvalidity_change_rescans_without_duplicates(tmp_path: Path, pymap, smtp):
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(4)])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    worker.once(T0)
+    # The server renumbers the folder: same messages, new UIDVALIDITY (we record a different one).
+    from worker.adapters.db_models import MailboxState
+
+    with worker.app.sessions.begin() as session:
+        state = session.query(MailboxState).one()
+        state.uidvalidity = (state.uidvalidity or 0) + 1
+    result = worker.once(T0 + timedelta(minutes=5))
+    assert result.polls[0].duplicates == 4
+    assert len(worker.cases()) == 4 and len(smtp.received) == 4
+    worker.close()

@@ -1,0 +1,113 @@
+"""Queries and inserts used by the services. Every function takes a Session and never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, union_all
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from worker.adapters.db_models import (
+    Case,
+    CaseEvent,
+    CaseParty,
+    InboundMessage,
+    MailboxState,
+    Outbox,
+    ReferenceCounter,
+)
+from worker.core.references import format_reference
+from worker.core.threading import KnownCase
+
+
+def mailbox_state(session: Session, mailbox: str, folder: str) -> MailboxState:
+    state = session.scalar(
+        select(MailboxState).where(MailboxState.mailbox == mailbox, MailboxState.folder == folder))
+    if state is None:
+        state = MailboxState(mailbox=mailbox, folder=folder, last_uid=0, backlog=0)
+        session.add(state)
+        session.flush()
+    return state
+
+
+def stored_uids(
+    session: Session, mailbox: str, folder: str, uidvalidity: int, uids: Iterable[int]
+) -> set[int]:
+    wanted = list(uids)
+    if not wanted:
+        return set()
+    rows = session.scalars(select(InboundMessage.uid).where(
+        InboundMessage.mailbox == mailbox, InboundMessage.folder == folder,
+        InboundMessage.uidvalidity == uidvalidity, InboundMessage.uid.in_(wanted)))
+    return set(rows)
+
+
+def first_with_dedupe_key(session: Session, mailbox: str, key: str) -> InboundMessage | None:
+    return session.scalar(select(InboundMessage).where(
+        InboundMessage.mailbox == mailbox, InboundMessage.dedupe_key == key))
+
+
+def known_message_ids(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
+    """Map each of `message_ids` that we stored or sent to its case."""
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    query = union_all(
+        select(InboundMessage.message_id, InboundMessage.case_id).where(
+            InboundMessage.message_id.in_(ids), InboundMessage.case_id.is_not(None)),
+        select(Outbox.message_id, Outbox.case_id).where(
+            Outbox.message_id.in_(ids), Outbox.case_id.is_not(None)),
+    )
+    return {mid: case_id for mid, case_id in session.execute(query) if mid and case_id}
+
+
+def cases_by_reference(session: Session, references: Iterable[str]) -> dict[str, KnownCase]:
+    refs = list(references)
+    if not refs:
+        return {}
+    found: dict[str, KnownCase] = {}
+    for case in session.scalars(select(Case).where(Case.reference.in_(refs))):
+        parties = frozenset(p.address for p in case.parties)
+        found[case.reference] = KnownCase(case_id=case.id, reference=case.reference,
+                                          parties=parties)
+    return found
+
+
+def case_by_reference(session: Session, reference: str) -> Case | None:
+    return session.scalar(select(Case).where(Case.reference == reference))
+
+
+def next_reference(session: Session, prefix: str, year: int) -> str:
+    """Issue the next case number for (prefix, year) atomically, on SQLite and PostgreSQL alike."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(ReferenceCounter).values(prefix=prefix, year=year, last_value=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=["prefix", "year"],
+        set_={"last_value": ReferenceCounter.last_value + 1},
+    ).returning(ReferenceCounter.last_value)
+    number = session.execute(statement).scalar_one()
+    return format_reference(prefix, year, number)
+
+
+def add_party(
+    session: Session, case: Case, address: str, *, name: str, role: str, at: datetime
+) -> bool:
+    """Add `address` to the case unless it is already a party; True when added."""
+    if any(p.address == address for p in case.parties):
+        return False
+    case.parties.append(CaseParty(address=address, name=name, role=role, added_at=at))
+    return True
+
+
+def add_event(
+    session: Session, case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
+    inbound_message_id: int | None = None, outbox_id: int | None = None,
+) -> CaseEvent:
+    event = CaseEvent(case_id=case_id, kind=kind, at=at, detail=detail,
+                      inbound_message_id=inbound_message_id, outbox_id=outbox_id)
+    session.add(event)
+    return event

@@ -1,0 +1,70 @@
+"""Render email templates in a Jinja2 sandbox: provider overrides first, then the shared set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError as JinjaError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from worker.errors import TemplateError
+
+PARTS = ("subject.txt", "txt", "html")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+class TemplateRenderer:
+    """Renders `<name>.subject.txt`, `<name>.txt` and `<name>.html` for a provider.
+
+    Customer-supplied values reach templates as plain data; the sandbox stops a template
+    from calling into Python, and HTML output is autoescaped.
+    """
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self._environments: dict[str, SandboxedEnvironment] = {}
+
+    def _environment(self, provider_id: str) -> SandboxedEnvironment:
+        env = self._environments.get(provider_id)
+        if env is None:
+            search = [str(self.templates_dir / provider_id), str(self.templates_dir)]
+            env = SandboxedEnvironment(
+                loader=FileSystemLoader(search),
+                undefined=StrictUndefined,
+                autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+                keep_trailing_newline=True,
+            )
+            self._environments[provider_id] = env
+        return env
+
+    def render(self, provider_id: str, name: str, context: dict[str, Any]) -> Rendered:
+        env = self._environment(provider_id)
+        parts: dict[str, str] = {}
+        for part in PARTS:
+            filename = f"{name}.{part}"
+            try:
+                parts[part] = env.get_template(filename).render(context)
+            except JinjaError as exc:
+                raise TemplateError(f"{filename} for {provider_id}: {exc}") from exc
+        return Rendered(subject=" ".join(parts["subject.txt"].split()), text=parts["txt"],
+                        html=parts["html"])
+
+    def missing(self, provider_id: str, name: str) -> list[str]:
+        """The template files `name` needs that cannot be found for this provider."""
+        env = self._environment(provider_id)
+        assert env.loader is not None
+        missing = []
+        for part in PARTS:
+            try:
+                env.loader.get_source(env, f"{name}.{part}")
+            except JinjaError:
+                missing.append(f"{name}.{part}")
+        return missing

@@ -1,0 +1,94 @@
+"""Wire the worker together. The only module that names concrete adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.adapters.db import make_engine, session_factory
+from worker.adapters.imap import ImapMailbox
+from worker.adapters.rules import load_rule_set
+from worker.adapters.smtp import SmtpSender
+from worker.adapters.templates import TemplateRenderer
+from worker.config import Config, load_config
+from worker.core.letters import letter_context
+from worker.core.rules import ProviderRules
+from worker.errors import ConfigError, Problem, TemplateError
+from worker.services.cycle import Cycle
+from worker.services.dispatch import DispatchService
+from worker.services.ingest import IngestService
+
+
+@dataclass(slots=True)
+class App:
+    config: Config
+    engine: Engine
+    sessions: sessionmaker[Session]
+    providers: dict[str, ProviderRules]
+    renderer: TemplateRenderer
+    cycle: Cycle
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def load_checked(config_path: Path) -> tuple[Config, dict[str, ProviderRules], TemplateRenderer]:
+    """Config, rules and templates, cross-checked; raises ConfigError/RuleError with every problem."""
+    config = load_config(config_path)
+    providers = load_rule_set(config.rules_dir)
+    renderer = TemplateRenderer(config.templates_dir)
+    problems: list[Problem] = []
+    for index, mailbox in enumerate(config.mailboxes):
+        rules = providers.get(mailbox.rules)
+        if rules is None:
+            problems.append(Problem(str(config.path), _mailbox_line(config_path, index),
+                                    f"mailbox '{mailbox.name}': no rule file "
+                                    f"{config.rules_dir / (mailbox.rules + '.toml')}"))
+            continue
+        problems.extend(_template_problems(config, renderer, rules, config_path, index))
+    if problems:
+        raise ConfigError(problems)
+    return config, providers, renderer
+
+
+def _template_problems(config: Config, renderer: TemplateRenderer, rules: ProviderRules,
+                       config_path: Path, index: int) -> list[Problem]:
+    """Render each template once with sample data, so a broken one fails at start-up, not on mail."""
+    line = _mailbox_line(config_path, index)
+    name = rules.acknowledgement_template
+    missing = renderer.missing(rules.id, name)
+    if missing:
+        return [Problem(str(config.path), line, f"provider {rules.id}: template file(s) "
+                        f"{', '.join(missing)} not found in {config.templates_dir}")]
+    sample = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    context = letter_context(rules=rules, reference=f"{rules.reference_prefix}-2026-000001",
+                             customer_name="Sample Customer", customer_address="customer@example.com",
+                             subject="Sample complaint", received_at=sample, first_raised_at=sample)
+    try:
+        renderer.render(rules.id, name, context)
+    except TemplateError as exc:
+        return [Problem(str(config.path), line, f"provider {rules.id}: {exc}")]
+    return []
+
+
+def _mailbox_line(config_path: Path, index: int) -> int:
+    from worker.adapters.tomlfile import load_toml
+
+    return load_toml(config_path).line("mailboxes", index, "rules")
+
+
+def build_app(config_path: Path) -> App:
+    config, providers, renderer = load_checked(config_path)
+    engine = make_engine(config.database_url)
+    sessions = session_factory(engine)
+    ingest = IngestService(sessions=sessions, providers=providers, renderer=renderer, config=config)
+    dispatch = DispatchService(sessions=sessions, sender_factory=lambda: SmtpSender(config.smtp),
+                               settings=config.worker)
+    cycle = Cycle(config=config, sessions=sessions, ingest=ingest, dispatch=dispatch,
+                  mailbox_factory=ImapMailbox)
+    return App(config=config, engine=engine, sessions=sessions, providers=providers,
+               renderer=renderer, cycle=cycle)

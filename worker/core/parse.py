@@ -1,0 +1,679 @@
+"""Raw RFC 5322 bytes to a `ParsedMessage`: pure, bounded, and never raising.
+
+The MIME structure comes from the stdlib `email` package with the compat32 policy, which keeps
+every header value exactly as received. Decoding is then done here, deliberately:
+
+* Header text (RFC 2047 encoded words) is decoded by our own tolerant decoder, which also handles
+  encoded words glued to other text and multi-byte characters split across adjacent words.
+* Addresses are parsed on the *raw* value with the policy.default address parser, but an
+  addr-spec is only believed if it appears verbatim in the raw header: that parser decodes
+  encoded words inside local parts (`=?utf-8?q?ceo?=@evil.example` -> `ceo@evil.example`),
+  which RFC 2047 forbids and which would let a sender spoof an address. Otherwise the
+  non-decoding `email.utils.getaddresses` and finally a plain regex are used.
+* Body bytes are decoded with the declared charset mapped to the superset real mailers mean
+  (ks_c_5601-1987 -> cp949, gb2312 -> gb18030, iso-8859-1 -> cp1252, ...), then UTF-8, then
+  cp1252/latin-1, so any byte string decodes to some text.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import functools
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from email import policy
+from email import utils as email_utils
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+
+from worker.core.htmltext import html_to_text
+from worker.core.message import Attachment, ParsedMessage
+
+# Work bounds: real complaints are far below all of these; hostile mail is cut off cheaply.
+MAX_TEXT_BYTES = 1_000_000  # per text part, before decoding
+MAX_TEXT_CHARS = 1_000_000  # for the whole extracted text
+MAX_HEADERS = 1_000
+MAX_HEADER_CHARS = 65_536  # per header value
+MAX_PARTS = 1_000
+MAX_IDS = 200  # Message-IDs kept from one References/In-Reply-To field
+MAX_ADDRESSES = 500  # per address field
+MAX_DEFECTS = 32
+MAX_REPORT_FIELDS = 500
+# Only the start of a long header is handed to the (slower) structured address parser.
+_MAX_ADDRESS_PARSE_CHARS = 16_384
+
+# Report parts whose body is a set of "Name: value" fields.
+_REPORT_PART_TYPES = frozenset({
+    "message/delivery-status",
+    "message/global-delivery-status",
+    "message/feedback-report",
+    "message/disposition-notification",
+    "message/global-disposition-notification",
+})
+# Parts that carry (the headers of) another message, e.g. the original of a bounce.
+_ENCLOSED_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+_ENCLOSED_HEADER_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers",
+                                    "message/global-headers"})
+
+# Charsets that are labelled one way but, in real mail, mean a superset codec.
+_CODEC_SUPERSETS = {
+    "euc_kr": "cp949",  # ks_c_5601-1987 is what Outlook calls cp949
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "shift_jis": "cp932",
+    "iso2022_jp": "iso2022_jp_2",
+    "iso8859-1": "cp1252",  # nobody means the C1 control codes
+    "big5": "big5hkscs",
+}
+# Labels Python does not know under that spelling.
+_CHARSET_ALIASES = {
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601-1989": "cp949",
+    "ks_c_5601": "cp949",
+    "ksc5601": "cp949",
+    "x-windows-949": "cp949",
+    "windows-949": "cp949",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "x-euc-jp": "euc_jp",
+    "x-gbk": "gb18030",
+    "x-euc-cn": "gb18030",
+    "windows-874": "cp874",
+    "x-windows-874": "cp874",
+    "iso-8859-8-i": "iso8859-8",
+    "iso-8859-8-e": "iso8859-8",
+    "iso-8859-6-i": "iso8859-6",
+    "iso-8859-6-e": "iso8859-6",
+    "x-mac-roman": "mac-roman",
+    "x-mac-cyrillic": "mac-cyrillic",
+    "ansi_x3.110-1983": "latin-1",
+}
+# Codecs that are not character sets (or that carry risk) even though Python can "decode" them.
+_NOT_CHARSETS = frozenset({
+    "ascii",  # treated as "unknown": 8-bit bytes in "us-ascii" mail are usually UTF-8
+    "idna", "punycode", "unicode_escape", "raw_unicode_escape", "undefined", "mbcs", "oem",
+    "rot-13", "charmap",
+})
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?]*)\?=")
+_FOLD = re.compile(r"\r\n(?=[ \t])|\n(?=[ \t])|\r(?=[ \t])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_ID_TOKEN = re.compile(r"<([^<>]*)>")
+_ADDR_LIKE = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
+_LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+")
+_NULL_PATH = re.compile(r"^<\s*>$")
+_NULL_IN_FROM = re.compile(r"<\s*>")
+
+
+# --------------------------------------------------------------------------- charsets
+
+
+@functools.lru_cache(maxsize=256)
+def _codec_for(label: str | None) -> str | None:
+    """The Python codec to use for a declared charset label, or None when unknown/unusable."""
+    if not label:
+        return None
+    name = label.strip().strip("\"'").strip().lower()
+    name = _CHARSET_ALIASES.get(name, name)
+    candidates = [name]
+    if name.startswith("x-"):
+        candidates.append(name[2:])
+    if name.startswith("cp-"):
+        candidates.append("cp" + name[3:])
+    for candidate in candidates:
+        try:
+            info = codecs.lookup(candidate)
+        except (LookupError, ValueError):
+            continue
+        codec = _CODEC_SUPERSETS.get(info.name, info.name)
+        if codec in _NOT_CHARSETS:
+            return None
+        try:
+            b"".decode(codec)
+        except LookupError:  # a bytes-to-bytes codec such as base64 or zlib
+            return None
+        return codec
+    return None
+
+
+def _try_decode(data: bytes, codec: str, truncated: bool) -> str | None:
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by our own truncation is not a charset error.
+        if truncated and exc.start >= len(data) - 8:
+            try:
+                return data[: exc.start].decode(codec)
+            except (UnicodeDecodeError, LookupError):
+                return None
+        return None
+    except LookupError:
+        return None
+
+
+def decode_bytes(data: bytes, charset: str | None, *, truncated: bool = False) -> str:
+    """Decode `data` declared as `charset`; any bytes give some text, never an exception.
+
+    Order: the declared charset (via its real-world superset), UTF-8 when there are 8-bit
+    bytes, the declared charset with replacement, then cp1252 and finally latin-1.
+    """
+    codec = _codec_for(charset)
+    eight_bit = not data.isascii()
+    if codec is not None:
+        text = _try_decode(data, codec, truncated)
+        if text is not None:
+            return text
+    if eight_bit or codec is None:
+        text = _try_decode(data, "utf-8", truncated)
+        if text is not None:
+            return text
+    if codec is not None:
+        try:
+            return data.decode(codec, errors="replace")
+        except Exception:
+            pass
+    text = _try_decode(data, "cp1252", truncated)
+    if text is not None:
+        return text
+    return data.decode("latin-1")
+
+
+def _clean(text: str) -> str:
+    """Drop NULs (databases reject them) and replace lone surrogates (unencodable)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+    return text
+
+
+# --------------------------------------------------------------------------- header text
+
+
+def _raw_to_text(value: str) -> str:
+    """compat32 keeps 8-bit header bytes as surrogate escapes: decode them as UTF-8 or cp1252."""
+    if len(value) > MAX_HEADER_CHARS:
+        value = value[:MAX_HEADER_CHARS]
+    if value.isascii() or not _LONE_SURROGATE.search(value):
+        return value
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _clean(value)
+    return decode_bytes(raw, None)
+
+
+def _unfold(value: str) -> str:
+    return _FOLD.sub("", value)
+
+
+def _single_line(value: str) -> str:
+    return _clean(_CONTROL.sub(" ", value)).strip()
+
+
+def _encoded_word_bytes(encoding: str, payload: str) -> bytes | None:
+    if not payload.isascii():
+        return None
+    try:
+        if encoding in "qQ":
+            return binascii.a2b_qp(payload.encode("ascii"), header=True)
+        compact = "".join(payload.split())
+        compact += "=" * (-len(compact) % 4)
+        try:
+            return binascii.a2b_base64(compact.encode("ascii"))
+        except binascii.Error:
+            # One stray character too many: drop it rather than lose the whole word.
+            trimmed = compact.rstrip("=")[:-1]
+            return binascii.a2b_base64((trimmed + "=" * (-len(trimmed) % 4)).encode("ascii"))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words in `text`, tolerating the usual malformations.
+
+    Whitespace between adjacent encoded words is dropped (RFC 2047 section 6.2); adjacent words
+    in the same charset are joined before decoding, because some mailers split a multi-byte
+    character across two words; words glued to surrounding text are decoded too. A word that
+    cannot be decoded is kept literally.
+    """
+    if "=?" not in text:
+        return text
+    out: list[str] = []
+    pending = bytearray()
+    pending_charset: str | None = None
+    pos = 0
+
+    def flush() -> None:
+        nonlocal pending_charset
+        if pending_charset is not None:
+            out.append(decode_bytes(bytes(pending), pending_charset))
+        pending.clear()
+        pending_charset = None
+
+    for match in _ENCODED_WORD.finditer(text):
+        gap = text[pos : match.start()]
+        if not (pending_charset is not None and not gap.strip()):
+            flush()
+            out.append(gap)
+        # RFC 2231 allows a language suffix: =?utf-8*en?Q?...?=
+        charset = match.group(1).split("*", 1)[0].lower()
+        decoded = _encoded_word_bytes(match.group(2), match.group(3))
+        if decoded is None:
+            flush()
+            out.append(match.group(0))
+        else:
+            if pending_charset is not None and charset != pending_charset:
+                flush()
+            pending.extend(decoded)
+            pending_charset = charset
+        pos = match.end()
+    flush()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _header_text(raw: str) -> str:
+    """A header value as one decoded line."""
+    return _single_line(decode_words(_unfold(_raw_to_text(raw))))
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def _parse_addresses(raw: str, defects: list[str]) -> list[tuple[str, str]]:
+    """(display name, lower-cased addr-spec) pairs from one raw address header value."""
+    value = _unfold(_raw_to_text(raw)).replace("\r", " ").replace("\n", " ")
+    if not value.strip():
+        return []
+    found: list[tuple[str, str]] = []
+    structured_ok = False
+    try:
+        header = policy.default.header_factory("to", value[:_MAX_ADDRESS_PARSE_CHARS])
+        structured_ok = True
+        for defect in header.defects:
+            defects.append(type(defect).__name__)
+        for address in header.addresses:
+            spec = address.addr_spec
+            if spec and spec != "<>":
+                found.append((str(address.display_name or ""), spec))
+    except Exception:
+        defects.append("AddressHeaderUnparseable")
+    lowered = value.lower()
+    if structured_ok and found and all(spec.lower() in lowered for _, spec in found):
+        return [(_single_line(decode_words(name)), spec.lower()) for name, spec in found]
+
+    # The structured parser failed, found nothing or decoded something it should not have:
+    # fall back to the non-decoding classic parser.
+    fallback: list[tuple[str, str]] = []
+    try:
+        for name, spec in email_utils.getaddresses([value]):
+            spec = spec.strip()
+            if spec and not any(c.isspace() for c in spec) and spec.lower() in lowered:
+                fallback.append((_single_line(decode_words(name)), spec.lower()))
+    except Exception:
+        fallback = []
+    if fallback:
+        return fallback
+    return [("", m.group(0).lower()) for m in _ADDR_LIKE.finditer(value[:MAX_HEADER_CHARS])]
+
+
+def _addresses(values: Iterable[str], defects: list[str]) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    result: list[tuple[str, str]] = []
+    for raw in values:
+        for name, spec in _parse_addresses(raw, defects):
+            if spec not in seen and len(result) < MAX_ADDRESSES:
+                seen.add(spec)
+                result.append((name, spec))
+    return result
+
+
+def _return_path(raw: str) -> str | None:
+    """'' for the null reverse-path `<>`, the lower-cased address otherwise, None if absent."""
+    value = _single_line(_unfold(_raw_to_text(raw)))
+    if not value or _NULL_PATH.match(value) or value == "<>":
+        return "" if value else None
+    match = _ADDR_LIKE.search(value)
+    if match:
+        return match.group(0).strip("<>").lower()
+    inner = value.strip("<> ")
+    return inner.lower() if inner and not any(c.isspace() for c in inner) else None
+
+
+# --------------------------------------------------------------------------- ids, dates
+
+
+def _message_ids(values: Iterable[str]) -> tuple[str, ...]:
+    """All `<id>` tokens, whitespace removed; a lone bare id is given brackets."""
+    ids: list[str] = []
+    for raw in values:
+        value = _unfold(_raw_to_text(raw))
+        tokens = ["".join(t.split()) for t in _ID_TOKEN.findall(value)]
+        tokens = [t for t in tokens if t]
+        if not tokens:
+            bare = [t.strip("<>") for t in re.split(r"[\s,]+", value) if t.strip("<>")]
+            # Several bare words are usually prose ("your message of ..."): keep only id-like ones.
+            tokens = bare if len(bare) == 1 else [t for t in bare if "@" in t]
+        ids.extend(f"<{_clean(_CONTROL.sub('', t))}>" for t in tokens)
+    unique = list(dict.fromkeys(ids))
+    if len(unique) > MAX_IDS:
+        # Keep the thread root and the most recent ancestors, the ones threading uses.
+        unique = [unique[0], *unique[-(MAX_IDS - 1) :]]
+    return tuple(unique)
+
+
+def _parse_date(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        value = email_utils.parsedate_to_datetime(_single_line(_unfold(_raw_to_text(raw))))
+    except Exception:
+        return None
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        # "-0000" means UTC with no claim about the sender's local zone.
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+# --------------------------------------------------------------------------- MIME walking
+
+
+def _walk(root: Message, defects: list[str]) -> Iterator[tuple[Message, bool]]:
+    """Leaves and containers in document order, with "inside multipart/alternative".
+
+    Iterative so that deep nesting cannot exhaust the stack; enclosed messages (message/rfc822)
+    are not entered: they are attachments, not part of this message's own body.
+    """
+    stack: list[tuple[Message, bool]] = [(root, False)]
+    count = 0
+    while stack:
+        part, in_alternative = stack.pop()
+        count += 1
+        if count > MAX_PARTS:
+            defects.append("TooManyParts")
+            return
+        yield part, in_alternative
+        if part.get_content_maintype() != "multipart":
+            continue
+        children = part.get_payload()
+        if isinstance(children, list):
+            alternative = in_alternative or part.get_content_subtype() == "alternative"
+            stack.extend((c, alternative) for c in reversed(children) if isinstance(c, Message))
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if not name:
+        return ""
+    name = _header_text(name)
+    # A listing never needs a path, and a path in a filename is only ever trouble.
+    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+
+
+def _payload_bytes(part: Message) -> bytes:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        payload = None
+    if isinstance(payload, bytes):
+        return payload
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _part_size(part: Message) -> int:
+    if part.is_multipart():
+        try:
+            return len(part.as_bytes())
+        except Exception:
+            return 0
+    return len(_payload_bytes(part))
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        return None
+    return str(charset) if charset else None
+
+
+def _part_text(part: Message, defects: list[str]) -> str:
+    data = _payload_bytes(part)
+    truncated = len(data) > MAX_TEXT_BYTES
+    if truncated:
+        data = data[:MAX_TEXT_BYTES]
+        defects.append("TextTruncated")
+    charset = _charset(part)
+    if charset and _codec_for(charset) is None and charset.lower() not in ("us-ascii", "ascii"):
+        defects.append("UnknownCharset")
+    text = decode_bytes(data, charset, truncated=truncated)
+    return _clean(text.replace("\r\n", "\n").replace("\r", "\n")).lstrip("\ufeff")
+
+
+def _field_lines(text: str) -> list[tuple[str, str]]:
+    """'Name: value' fields (with folded continuations) from a report body; blank lines ignored."""
+    fields: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        name = name.strip()
+        if sep and name and " " not in name and len(name) < 80:
+            fields.append((name.lower(), value.strip()))
+        if len(fields) >= MAX_REPORT_FIELDS:
+            break
+    return fields
+
+
+def _report_fields(part: Message) -> list[tuple[str, str]]:
+    payload = part.get_payload()
+    fields: list[tuple[str, str]] = []
+    if isinstance(payload, list):
+        # compat32 parses delivery-status into one pseudo-message per field group, and other
+        # message/* types into a message whose "headers" are the fields.
+        for block in payload:
+            if not isinstance(block, Message):
+                continue
+            fields.extend((n.lower(), _header_text(v)) for n, v in block.raw_items())
+            rest = block.get_payload()
+            if isinstance(rest, str) and rest.strip():
+                fields.extend(_field_lines(_raw_to_text(rest)))
+    else:
+        fields.extend(_field_lines(decode_bytes(_payload_bytes(part)[:MAX_TEXT_BYTES], None)))
+    return [(n, _single_line(v)) for n, v in fields[:MAX_REPORT_FIELDS]]
+
+
+def _enclosed_headers(part: Message) -> list[tuple[str, str]]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        inner = next((p for p in payload if isinstance(p, Message)), None)
+        if inner is None:
+            return []
+        return [(n.lower(), _header_text(v)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
+    data = _payload_bytes(part)[:MAX_TEXT_BYTES]
+    try:
+        inner = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+    except Exception:
+        return []
+    return [(n.lower(), _header_text(v)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse one raw message; never raises.
+
+    `problem` is set only when the message is unusable as mail we could ever act on:
+    the input is empty, it has no header fields at all, or no sender can be found in
+    From, Sender, Reply-To or Return-Path (a null Return-Path `<>` counts as a sender:
+    it identifies an automated message, which can still be classified; so does
+    `From: MAILER-DAEMON <>`). Everything else
+    (broken MIME, bad charsets, bad dates, malformed addresses) is salvaged and noted in
+    `defects`.
+    """
+    try:
+        data = bytes(raw)
+    except Exception:
+        return ParsedMessage(message_id=None, problem="input is not bytes")
+    try:
+        return _parse(data)
+    except Exception as exc:
+        # Should not happen; keep whatever the header block alone gives us.
+        return _salvage(data, f"message could not be parsed ({type(exc).__name__})")
+
+
+def _salvage(data: bytes, problem: str) -> ParsedMessage:
+    try:
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(data[:MAX_TEXT_BYTES])
+        items = list(msg.raw_items())[:MAX_HEADERS]
+        headers = tuple((n.lower(), _header_text(v)) for n, v in items)
+        return ParsedMessage(message_id=None, headers=headers, problem=problem)
+    except Exception:
+        return ParsedMessage(message_id=None, problem=problem)
+
+
+def _parse(data: bytes) -> ParsedMessage:
+    data = _LEADING_BLANK_LINES.sub(b"", data, count=1)
+    if not data.strip():
+        return ParsedMessage(message_id=None, problem="empty message")
+    defects: list[str] = []
+    try:
+        msg = BytesParser(policy=policy.compat32).parsebytes(data)
+    except RecursionError:
+        # MIME nested deeper than the parser's recursion allows: the headers still count.
+        defects.append("NestingTooDeep")
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+
+    raw_headers = list(msg.raw_items())[:MAX_HEADERS]
+    headers = tuple((name.lower(), _header_text(value)) for name, value in raw_headers)
+
+    def raw_all(name: str) -> list[str]:
+        wanted = name.lower()
+        return [v for n, v in raw_headers if n.lower() == wanted]
+
+    def raw_first(name: str) -> str | None:
+        values = raw_all(name)
+        return values[0] if values else None
+
+    from_list = _addresses(raw_all("from"), defects)
+    sender_list = _addresses(raw_all("sender"), defects)
+    reply_to = tuple(spec for _, spec in _addresses(raw_all("reply-to"), defects))
+    return_raw = raw_first("return-path")
+    return_path = _return_path(return_raw) if return_raw is not None else None
+    from_name, from_address = from_list[0] if from_list else ("", None)
+    sender_address = sender_list[0][1] if sender_list else None
+    if from_address is None and sender_address is not None:
+        from_address = sender_address
+        from_name = sender_list[0][0]
+
+    message_ids = _message_ids(raw_all("message-id")[:1])
+    content_type = msg.get_content_type()
+    report_type: str | None = None
+    if content_type == "multipart/report":
+        try:
+            param = msg.get_param("report-type")
+        except Exception:
+            param = None
+        if param:
+            value = email_utils.collapse_rfc2231_value(param)
+            report_type = _single_line(str(value)).strip("\"'").lower() or None
+
+    text_parts: list[str] = []
+    html_parts: list[str] = []
+    attachments: list[Attachment] = []
+    report_fields: list[tuple[str, str]] = []
+    enclosed: list[tuple[str, str]] = []
+    text_chars = 0
+    for part, _in_alternative in _walk(msg, defects):
+        defects.extend(type(d).__name__ for d in getattr(part, "defects", ()))
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if part.get_content_maintype() == "multipart":
+            if isinstance(payload, list):
+                continue
+            # Broken MIME (boundary never found): the body is all we have, read it as text.
+            ctype = "text/plain"
+        disposition = part.get_content_disposition()
+        filename = _filename(part)
+        is_attachment = disposition == "attachment" or bool(filename)
+        if ctype in ("text/plain", "text/html") and not is_attachment:
+            if text_chars < MAX_TEXT_CHARS:
+                body = _part_text(part, defects)
+                text_chars += len(body)
+                (text_parts if ctype == "text/plain" else html_parts).append(body)
+            continue
+        if ctype in _REPORT_PART_TYPES:
+            report_fields.extend(_report_fields(part))
+        elif not enclosed and (ctype in _ENCLOSED_MESSAGE_TYPES or ctype in _ENCLOSED_HEADER_TYPES):
+            enclosed = _enclosed_headers(part)
+        attachments.append(
+            Attachment(filename=filename, content_type=ctype, size=_part_size(part))
+        )
+
+    html = html_parts[0] if html_parts else None
+    text_from_html = False
+    if text_parts:
+        text = "\n".join(text_parts)
+    elif html_parts:
+        text = "\n".join(html_to_text(h, max_chars=MAX_TEXT_CHARS) for h in html_parts)
+        text_from_html = True
+    else:
+        text = ""
+    text = text[:MAX_TEXT_CHARS]
+
+    # `From: MAILER-DAEMON <>` names the null sender just like `Return-Path: <>` does.
+    null_from = from_address is None and any(_NULL_IN_FROM.search(v) for v in raw_all("from"))
+    problem: str | None = None
+    if not raw_headers:
+        problem = "no header fields"
+    elif (
+        from_address is None
+        and not reply_to
+        and return_path is None
+        and not null_from
+    ):
+        problem = "no sender address (From, Sender, Reply-To and Return-Path all missing or empty)"
+
+    to = tuple(spec for _, spec in _addresses(raw_all("to"), defects))
+    cc = tuple(spec for _, spec in _addresses(raw_all("cc"), defects))
+    short_defects = list(dict.fromkeys(d.removesuffix("Defect") for d in defects))[:MAX_DEFECTS]
+    return ParsedMessage(
+        message_id=message_ids[0] if message_ids else None,
+        in_reply_to=_message_ids(raw_all("in-reply-to")),
+        references=_message_ids(raw_all("references")),
+        from_address=from_address,
+        from_name=from_name,
+        sender_address=sender_address,
+        return_path=return_path,
+        reply_to=reply_to,
+        to=to,
+        cc=cc,
+        subject=_header_text(raw_first("subject") or ""),
+        date=_parse_date(raw_first("date")),
+        text=text,
+        text_from_html=text_from_html,
+        html=html,
+        attachments=tuple(attachments),
+        content_type=content_type,
+        report_type=report_type,
+        headers=headers,
+        defects=tuple(short_defects),
+        report_fields=tuple(report_fields[:MAX_REPORT_FIELDS]),
+        enclosed_headers=tuple(enclosed),
+        problem=problem,
+    )

@@ -1,0 +1,63 @@
+"""Which case a message belongs to: by Message-ID first, then by [REF] only from a party to that case.
+
+No fuzzy subject matching: two customers with the same subject are two cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from worker.core.message import ParsedMessage
+from worker.core.references import references_in_subject
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KnownCase:
+    """What threading needs to know about a case quoted in a subject line."""
+
+    case_id: int
+    reference: str
+    parties: frozenset[str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ThreadMatch:
+    case_id: int | None
+    reason: str
+    # A reference the sender quoted but may not use (not a party): kept for staff to see.
+    quoted_reference: str | None = None
+
+
+def match_thread(
+    msg: ParsedMessage,
+    *,
+    known_message_ids: Mapping[str, int],
+    cases_by_reference: Mapping[str, KnownCase],
+    staff: frozenset[str] = frozenset(),
+) -> ThreadMatch:
+    """Match `msg` to a case.
+
+    `known_message_ids` maps every Message-ID we stored or sent (among the ones this
+    message mentions) to its case; `cases_by_reference` holds the cases whose references
+    appear in the subject.
+    """
+    for message_id in msg.thread_ids:
+        case_id = known_message_ids.get(message_id)
+        if case_id is not None:
+            return ThreadMatch(case_id=case_id, reason=f"In-Reply-To/References {message_id}")
+    sender = msg.from_address or ""
+    quoted: str | None = None
+    for reference in references_in_subject(msg.subject):
+        case = cases_by_reference.get(reference)
+        if case is None:
+            continue
+        if sender in case.parties or sender in staff:
+            return ThreadMatch(case_id=case.case_id, reason=f"subject [{reference}] from a party")
+        quoted = quoted or reference
+    if quoted is not None:
+        return ThreadMatch(
+            case_id=None, quoted_reference=quoted,
+            reason=f"subject quotes [{quoted}] but the sender is not a party to that case",
+        )
+    return ThreadMatch(case_id=None, reason="no known Message-ID or case reference")

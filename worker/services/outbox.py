@@ -1,0 +1,67 @@
+"""Queue an outgoing email in the caller's transaction: rendered, composed and given its Message-ID now."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from worker.adapters.db_models import Case, Outbox
+from worker.adapters.repository import add_event
+from worker.adapters.templates import Rendered
+from worker.core.addresses import domain_of
+from worker.core.compose import OutgoingMail, compose
+from worker.core.references import tagged_subject
+
+
+def new_message_id(from_address: str) -> str:
+    # uuid4 is unguessable, so nobody can forge a reply into a thread they never saw.
+    return f"<{uuid.uuid4().hex}@{domain_of(from_address)}>"
+
+
+def queue_email(
+    session: Session,
+    *,
+    case: Case,
+    mailbox: str,
+    purpose: str,
+    idempotency_key: str,
+    from_name: str,
+    from_address: str,
+    envelope_from: str,
+    to: Sequence[str],
+    rendered: Rendered,
+    now: datetime,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    auto_submitted: bool = True,
+) -> Outbox:
+    """Add the outbox row and its audit event. The UNIQUE idempotency key makes a repeat fail."""
+    message_id = new_message_id(from_address)
+    headers = {
+        "X-Complaints-Worker-Case": case.reference,
+        "X-Complaints-Worker-Purpose": purpose,
+    }
+    if auto_submitted:
+        # RFC 3834: tell well-behaved responders not to answer, and Exchange not to send OOFs.
+        headers["Auto-Submitted"] = "auto-replied"
+        headers["X-Auto-Response-Suppress"] = "All"
+    raw = compose(OutgoingMail(
+        from_name=from_name, from_address=from_address, to=to,
+        subject=tagged_subject(case.reference, rendered.subject), message_id=message_id, date=now,
+        text=rendered.text, html=rendered.html, in_reply_to=in_reply_to, references=references,
+        extra_headers=headers,
+    ))
+    row = Outbox(
+        idempotency_key=idempotency_key, message_id=message_id, case_id=case.id, mailbox=mailbox,
+        purpose=purpose, envelope_from=envelope_from or from_address, recipients=list(to), raw=raw,
+        status="pending", attempts=0, next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    add_event(session, case.id, "email_queued", at=now, outbox_id=row.id,
+              detail={"purpose": purpose, "message_id": message_id, "to": list(to),
+                      "idempotency_key": idempotency_key})
+    return row
