@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 
 from tests.harness import PASSWORD, PROVIDER_ADDRESSES, Worker, mailbox_for
 from tests.test_intake_e2e import acks, complaint, folder_uids
@@ -164,18 +165,29 @@ def test_smtp_outage_keeps_everything_queued(tmp_path: Path, pymap, smtp):
     worker.close()
 
 
-def test_uidvalidity_change_rescans_without_duplicates(tmp_path: Path, pymap, smtp):
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(4)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+def test_uidvalidity_change_rescans_without_duplicates(tmp_path: Path, imap_server, smtp):
+    """A folder restored from backup gets a new UIDVALIDITY and renumbered, re-delivered mail."""
+    raws = [(complaint(n), T0) for n in range(4)]
+    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD, raws, folder="Complaints")
+    worker = Worker.create(tmp_path, imap_port=imap_server.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho", extra={"folder": "Complaints"})])
     worker.once(T0)
-    # The server renumbers the folder: same messages, new UIDVALIDITY (we record a different one).
-    from worker.adapters.db_models import MailboxState
+    assert len(smtp.received) == 4
 
-    with worker.app.sessions.begin() as session:
-        state = session.query(MailboxState).one()
-        state.uidvalidity = (state.uidvalidity or 0) + 1
-    result = worker.once(T0 + timedelta(minutes=5))
+    with IMAPClient("127.0.0.1", port=imap_server.port, ssl=False) as client:
+        client.login(CLARANET, PASSWORD)
+        before = client.folder_status("Complaints", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+        client.delete_folder("Complaints")
+    later = T0 + timedelta(minutes=5)
+    new_complaint = (complaint(99), later)
+    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD, [*raws, new_complaint],
+                 folder="Complaints")
+    with IMAPClient("127.0.0.1", port=imap_server.port, ssl=False) as client:
+        client.login(CLARANET, PASSWORD)
+        assert client.folder_status("Complaints", ["UIDVALIDITY"])[b"UIDVALIDITY"] != before
+
+    result = worker.once(later)
     assert result.polls[0].duplicates == 4
-    assert len(worker.cases()) == 4 and len(smtp.received) == 4
+    assert result.polls[0].cases_opened == 1
+    assert len(worker.cases()) == 5 and len(smtp.received) == 5
     worker.close()

@@ -12,11 +12,17 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
 
+import logging
+from typing import TYPE_CHECKING
+
 from worker.adapters.db import upgrade
-from worker.bootstrap import build_app
+from worker.bootstrap import App, build_app
 from worker.demo_mail import bounce, customer_mail
 from worker.errors import WorkerError
 from worker.services import queries
+
+if TYPE_CHECKING:
+    from worker.embedded import EmbeddedSmtpServer, ReceivedMail
 
 PASSWORD = "demo-password"
 START = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # A Monday morning.
@@ -60,6 +66,9 @@ def run_demo(*, out: Path, workdir: Path) -> int:
     except ImportError as exc:
         raise WorkerError("the demo needs the embedded servers: pip install "
                           "'complaints-worker[demo]'") from exc
+    # The embedded servers narrate every SMTP command at INFO; the demo prints its own story.
+    for noisy in ("mail.log", "pymap"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     root = Path.cwd()
     if not (root / "rules").is_dir() or not (root / "templates" / "emails").is_dir():
         raise WorkerError("run the demo from the project folder (it reads rules/ and templates/)")
@@ -129,14 +138,14 @@ def run_demo(*, out: Path, workdir: Path) -> int:
     return 0
 
 
-def _pass(app: object, now: datetime, smtp: object, already: int = 0) -> None:
-    result = app.cycle.run_pass(now=now)  # type: ignore[attr-defined]
+def _pass(app: App, now: datetime, smtp: EmbeddedSmtpServer, already: int = 0) -> None:
+    result = app.cycle.run_pass(now=now)
     print(f"\n== Worker pass at {now:%H:%M} ==")
     for poll in result.polls:
         if poll.fetched:
             print(f"  {poll.mailbox}: {poll.fetched} fetched, {poll.cases_opened} new case(s), "
                   f"{poll.joined} joined a case, {poll.quarantined} quarantined")
-    sent = smtp.received[already:]  # type: ignore[attr-defined]
+    sent = smtp.received[already:]
     print(f"  sent {len(sent)} email(s):")
     for mail in sent:
         m = mail.message
@@ -145,18 +154,18 @@ def _pass(app: object, now: datetime, smtp: object, already: int = 0) -> None:
         print(f"        Subject: {m['Subject']}")
 
 
-def _write_eml(out: Path, received: list[object]) -> None:
+def _write_eml(out: Path, received: list[ReceivedMail]) -> None:
     for index, mail in enumerate(received, start=1):
-        message = message_from_bytes(mail.raw, policy=default_policy)  # type: ignore[attr-defined]
+        message = message_from_bytes(mail.raw, policy=default_policy)
         name = f"{index:03d}-{message['X-Complaints-Worker-Purpose']}-" \
                f"{message['X-Complaints-Worker-Case']}.eml"
-        (out / name).write_bytes(mail.raw)  # type: ignore[attr-defined]
+        (out / name).write_bytes(mail.raw)
 
 
-def _summary(app: object) -> None:
-    with app.sessions() as session:  # type: ignore[attr-defined]
+def _summary(app: App) -> None:
+    with app.sessions() as session:
         cases = queries.list_cases(session)
-        state = queries.status(session, app.config)  # type: ignore[attr-defined]
+        state = queries.status(session, app.config)
         print("\n== Cases ==")
         for case in cases:
             detail = queries.show_case(session, case["reference"]) or {}

@@ -33,29 +33,45 @@ def customer_mail(*, sender: str, name: str, to: str, subject: str, at: datetime
 
 
 def bounce(*, mta: str, to: str, failed_recipient: str, original: bytes, at: datetime) -> bytes:
-    """A Postfix-style DSN (multipart/report) for a message we sent."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = f"Mail Delivery System <MAILER-DAEMON@{mta}>"
-    msg["To"] = to
-    msg["Subject"] = "Undelivered Mail Returned to Sender"
-    msg["Date"] = format_datetime(at)
-    msg["Message-ID"] = make_msgid(domain=mta)
-    msg["Auto-Submitted"] = "auto-replied"
-    msg.set_content(
-        f"This is the mail system at host {mta}.\n\nI'm sorry to have to inform you that your "
-        "message could not\nbe delivered to one or more recipients.\n\n"
-        f"<{failed_recipient}>: host {mta} said: 550 5.1.1 User unknown\n")
-    msg.make_mixed()
-    msg.replace_header("Content-Type", 'multipart/report; report-type="delivery-status"')
-    status = EmailMessage(policy=SMTP)
-    status.set_content(
-        f"Reporting-MTA: dns; {mta}\n\nFinal-Recipient: rfc822; {failed_recipient}\n"
-        "Action: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\n")
-    status.replace_header("Content-Type", "message/delivery-status")
-    msg.attach(status)
-    headers_only = original.split(b"\r\n\r\n", 1)[0] + b"\r\n"
-    part = EmailMessage(policy=SMTP)
-    part.set_payload(headers_only.decode("ascii", "replace"))
-    part["Content-Type"] = "text/rfc822-headers"
-    msg.attach(part)
-    return msg.as_bytes()
+    """A Postfix-style DSN (multipart/report) returning the headers of a message we sent."""
+    boundary = "dsn-boundary-0001"
+    original_headers = original.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode(
+        "ascii", "replace")
+    text = f"""\
+From: Mail Delivery System <MAILER-DAEMON@{mta}>
+To: {to}
+Subject: Undelivered Mail Returned to Sender
+Date: {format_datetime(at)}
+Message-ID: {make_msgid(domain=mta)}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"
+
+--{boundary}
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host {mta}.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<{failed_recipient}>: host {mta} said: 550 5.1.1 User unknown
+
+--{boundary}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; {mta}
+
+Final-Recipient: rfc822; {failed_recipient}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 User unknown
+
+--{boundary}
+Content-Type: text/rfc822-headers
+
+{original_headers}
+
+--{boundary}--
+"""
+    return text.replace("\n", "\r\n").encode("utf-8")

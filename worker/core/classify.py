@@ -35,7 +35,7 @@ _DSN_TYPES = frozenset({"delivery-status", "global-delivery-status"})
 _MDN_TYPES = frozenset({"disposition-notification", "global-disposition-notification"})
 _ACTION_LINE = re.compile(r"^[ \t]*action[ \t]*:[ \t]*([a-z]+)", re.IGNORECASE | re.MULTILINE)
 # Amazon SES event notifications delivered by SNS as a JSON mail body.
-_SES_NOTIFICATION = re.compile(r'"(?:notificationType|eventType)"\s*:\s*"([A-Za-z]+)"')
+_SES_NOTIFICATION = re.compile(r'\\?"(?:notificationType|eventType)\\?"\s*:\s*\\?"([A-Za-z]+)')
 _SES_KINDS = {
     "bounce": MessageKind.BOUNCE,
     "complaint": MessageKind.FEEDBACK_REPORT,
@@ -43,12 +43,12 @@ _SES_KINDS = {
     "deliverydelay": MessageKind.DELIVERY_REPORT,
 }
 
-# Local parts that are mail systems, never people.
-_DAEMON_LOCAL_PARTS = frozenset({
-    "mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon", "maildaemon",
-    "postmaster", "post_master", "mail.delivery.system", "mail-delivery-system",
-    "mail.delivery.subsystem",
-})
+# Local parts of mail systems, never people ("postmaster", "MAILER-DAEMON", "Mail.Delivery.System").
+_DAEMON_LOCAL_PART = re.compile(
+    r"^(?:mailer[-_]?daemon|mail[-_]?daemon|post[-_]?master|mail[-_.]delivery[-_.](?:sub)?system)"
+    r"(?![a-z0-9])",
+    re.IGNORECASE,
+)
 # Display names of mail systems (From: "Mail Delivery Subsystem" <...>, From: MAILER-DAEMON <>).
 _DAEMON_NAME = re.compile(
     r"\b(?:mailer[-_ ]?daemon|mail[-_ ]daemon|mail delivery (?:sub)?system|"
@@ -69,6 +69,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"warning--could not send|could not send message|"
     r"mail could not be delivered|message could not be delivered|message not delivered|"
     r"email delivery failure|there was an error sending your mail|mail failure|"
+    r"mail delivery warning|delivery warning|"
     r"delivery (?:status )?report|"
     # Localised Exchange and provider wording (de, fr, it, es, nl, sv, da, no, pl, pt, ru, ja).
     r"unzustellbar|nicht zustellbar|non remis|non distribuable|non recapitabile|"
@@ -104,6 +105,10 @@ _BOUNCE_BODY = re.compile(
     r"permanent error\. the following address|"
     r"a message that you sent could not be delivered|"
     r"delivery to this address has been suspended|"
+    r"could not deliver (?:the )?message to the following recipient|"
+    r"could not be delivered to the following recipient|"
+    r"-{3,} ?failed recipients ?-{3,}|"
+    r"delivery of email to this address .{0,80}has been postponed|"
     r"mail delivery failed|delivery failure",
     re.IGNORECASE,
 )
@@ -117,7 +122,7 @@ _FORWARD_MARKER = re.compile(
 
 # Auto-reply subject prefixes: Exchange/Outlook in many languages, Gmail, Apple, Zimbra, ...
 _AUTO_REPLY_SUBJECT = re.compile(
-    r"^(?:"
+    r"^\[?(?:"
     r"auto(?:matic)?[ -]?(?:reply|response|answer)\b|autoreply\b|autoresponse\b|auto:|"
     r"out of (?:the )?office(?:\s*(?:auto ?reply|reply|notice))?\s*(?::|$|-)|"
     r"(?:i am |i'm )?away from (?:the|my) office|on vacation\b|vacation reply|"
@@ -174,7 +179,7 @@ def _local_part(address: str | None) -> str:
 
 
 def _is_daemon_address(address: str | None) -> bool:
-    return _local_part(address) in _DAEMON_LOCAL_PARTS
+    return bool(_DAEMON_LOCAL_PART.match(_local_part(address)))
 
 
 def _null_sender(msg: ParsedMessage) -> Classification | None:

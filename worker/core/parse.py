@@ -214,12 +214,21 @@ def _single_line(value: str) -> str:
     return _clean(_CONTROL.sub(" ", value)).strip()
 
 
-def _encoded_word_bytes(encoding: str, payload: str) -> bytes | None:
-    if not payload.isascii():
-        return None
+def _encoded_word_bytes(encoding: str, payload: str, charset: str) -> bytes | None:
     try:
         if encoding in "qQ":
+            if not payload.isascii():
+                # Old mailers put raw 8-bit text inside Q words; it was decoded with the header
+                # already, so re-encode it in the word's own charset to get the bytes back.
+                codec = _codec_for(charset) or "utf-8"
+                try:
+                    raw = payload.encode(codec)
+                except (UnicodeEncodeError, LookupError):
+                    raw = payload.encode("utf-8")
+                return binascii.a2b_qp(raw, header=True)
             return binascii.a2b_qp(payload.encode("ascii"), header=True)
+        if not payload.isascii():
+            return None
         compact = "".join(payload.split())
         compact += "=" * (-len(compact) % 4)
         try:
@@ -261,7 +270,7 @@ def decode_words(text: str) -> str:
             out.append(gap)
         # RFC 2231 allows a language suffix: =?utf-8*en?Q?...?=
         charset = match.group(1).split("*", 1)[0].lower()
-        decoded = _encoded_word_bytes(match.group(2), match.group(3))
+        decoded = _encoded_word_bytes(match.group(2), match.group(3), charset)
         if decoded is None:
             flush()
             out.append(match.group(0))
@@ -303,22 +312,35 @@ def _parse_addresses(raw: str, defects: list[str]) -> list[tuple[str, str]]:
     except Exception:
         defects.append("AddressHeaderUnparseable")
     lowered = value.lower()
-    if structured_ok and found and all(spec.lower() in lowered for _, spec in found):
+    believable = all(spec.lower() in lowered for _, spec in found) and (
+        "@" not in value or all("@" in spec for _, spec in found)
+    )
+    if structured_ok and found and believable:
         return [(_single_line(decode_words(name)), spec.lower()) for name, spec in found]
 
     # The structured parser failed, found nothing or decoded something it should not have:
-    # fall back to the non-decoding classic parser.
+    # fall back to the non-decoding classic parser, then to anything shaped like an address.
     fallback: list[tuple[str, str]] = []
+    bare: list[tuple[str, str]] = []
     try:
         for name, spec in email_utils.getaddresses([value]):
             spec = spec.strip()
-            if spec and not any(c.isspace() for c in spec) and spec.lower() in lowered:
-                fallback.append((_single_line(decode_words(name)), spec.lower()))
+            if not spec or any(c.isspace() for c in spec) or spec.lower() not in lowered:
+                continue
+            entry = (_single_line(decode_words(name)), spec.lower())
+            (fallback if "@" in spec else bare).append(entry)
     except Exception:
         fallback = []
     if fallback:
         return fallback
-    return [("", m.group(0).lower()) for m in _ADDR_LIKE.finditer(value[:MAX_HEADER_CHARS])]
+    found_like = [("", m.group(0).lower()) for m in _ADDR_LIKE.finditer(value[:MAX_HEADER_CHARS])]
+    if found_like:
+        return found_like
+    # Last resort: a lone word such as "MAILER-DAEMON" still identifies the sender, but
+    # "John Smith" (two words, no address) identifies nobody.
+    if len(bare) == 1 and not any(c.isspace() for c in value.strip()):
+        return bare
+    return []
 
 
 def _addresses(values: Iterable[str], defects: list[str]) -> list[tuple[str, str]]:
@@ -384,27 +406,31 @@ def _parse_date(raw: str | None) -> datetime | None:
 # --------------------------------------------------------------------------- MIME walking
 
 
-def _walk(root: Message, defects: list[str]) -> Iterator[tuple[Message, bool]]:
-    """Leaves and containers in document order, with "inside multipart/alternative".
+def _walk(root: Message, defects: list[str]) -> Iterator[tuple[Message, int]]:
+    """Parts in document order, each with the number of its nearest multipart/alternative
+    ancestor (0 when there is none): alternatives are one body in several representations.
 
     Iterative so that deep nesting cannot exhaust the stack; enclosed messages (message/rfc822)
     are not entered: they are attachments, not part of this message's own body.
     """
-    stack: list[tuple[Message, bool]] = [(root, False)]
+    stack: list[tuple[Message, int]] = [(root, 0)]
     count = 0
+    groups = 0
     while stack:
-        part, in_alternative = stack.pop()
+        part, group = stack.pop()
         count += 1
         if count > MAX_PARTS:
             defects.append("TooManyParts")
             return
-        yield part, in_alternative
+        yield part, group
         if part.get_content_maintype() != "multipart":
             continue
         children = part.get_payload()
         if isinstance(children, list):
-            alternative = in_alternative or part.get_content_subtype() == "alternative"
-            stack.extend((c, alternative) for c in reversed(children) if isinstance(c, Message))
+            if part.get_content_subtype() == "alternative":
+                groups += 1
+                group = groups
+            stack.extend((c, group) for c in reversed(children) if isinstance(c, Message))
 
 
 def _filename(part: Message) -> str:
@@ -512,6 +538,54 @@ def _enclosed_headers(part: Message) -> list[tuple[str, str]]:
     return [(n.lower(), _header_text(v)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
 
 
+# --------------------------------------------------------------------------- header repair
+
+_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_OBS_COLON = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]+:")
+_KEY_HEADER_LINE = re.compile(rb"^(?:from|subject|message-id|date|to|content-type)[ \t]*:", re.I)
+_MAX_REPAIR_LINES = 2_000
+
+
+def _repair_header_block(data: bytes) -> bytes | None:
+    """Re-fold stray unindented lines inside the header block, when that is clearly what they are.
+
+    Some gateways emit a folded header (a long base64 token, for instance) without indenting
+    the continuation lines; the parser then ends the headers there and From/Subject below it
+    are lost in the body. Only when the header block (up to the first blank line) still has a
+    key header field *after* such a line are the stray lines turned into continuations.
+    Field names followed by white space before the colon (obsolete syntax) are closed up.
+    """
+    lines = data.splitlines(keepends=True)
+    stray: list[int] = []
+    spaced: list[int] = []
+    key_after_stray = False
+    for index, line in enumerate(lines[:_MAX_REPAIR_LINES]):
+        if not line.strip():
+            break
+        if index == 0 and line.startswith(b"From "):
+            continue
+        if line[:1] in (b" ", b"\t"):
+            continue
+        if _HEADER_LINE.match(line):
+            if _OBS_COLON.match(line):
+                spaced.append(index)
+            if stray and _KEY_HEADER_LINE.match(line):
+                key_after_stray = True
+            continue
+        stray.append(index)
+    else:
+        return None  # no blank line: there is no header block end to trust
+    if not (stray and key_after_stray) and not spaced:
+        return None
+    for index in spaced:
+        # Obsolete syntax (RFC 5322 section 4.5): white space before the colon.
+        lines[index] = _OBS_COLON.sub(rb"\1:", lines[index], count=1)
+    if key_after_stray:
+        for index in stray:
+            lines[index] = b" " + lines[index]
+    return b"".join(lines)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -559,6 +633,12 @@ def _parse(data: bytes) -> ParsedMessage:
         defects.append("NestingTooDeep")
         msg = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
 
+    if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects):
+        repaired = _repair_header_block(data)
+        if repaired is not None:
+            defects.append("RepairedHeaderBlock")
+            msg = BytesParser(policy=policy.compat32).parsebytes(repaired)
+
     raw_headers = list(msg.raw_items())[:MAX_HEADERS]
     headers = tuple((name.lower(), _header_text(value)) for name, value in raw_headers)
 
@@ -575,6 +655,8 @@ def _parse(data: bytes) -> ParsedMessage:
     reply_to = tuple(spec for _, spec in _addresses(raw_all("reply-to"), defects))
     return_raw = raw_first("return-path")
     return_path = _return_path(return_raw) if return_raw is not None else None
+    # With several From fields (or garbage in the first), prefer a real address.
+    from_list.sort(key=lambda entry: "@" not in entry[1])
     from_name, from_address = from_list[0] if from_list else ("", None)
     sender_address = sender_list[0][1] if sender_list else None
     if from_address is None and sender_address is not None:
@@ -593,13 +675,13 @@ def _parse(data: bytes) -> ParsedMessage:
             value = email_utils.collapse_rfc2231_value(param)
             report_type = _single_line(str(value)).strip("\"'").lower() or None
 
-    text_parts: list[str] = []
-    html_parts: list[str] = []
+    # Inline body parts in document order: (alternative group, is html, decoded text).
+    bodies: list[tuple[int, bool, str]] = []
     attachments: list[Attachment] = []
     report_fields: list[tuple[str, str]] = []
     enclosed: list[tuple[str, str]] = []
     text_chars = 0
-    for part, _in_alternative in _walk(msg, defects):
+    for part, group in _walk(msg, defects):
         defects.extend(type(d).__name__ for d in getattr(part, "defects", ()))
         ctype = part.get_content_type()
         payload = part.get_payload()
@@ -615,7 +697,7 @@ def _parse(data: bytes) -> ParsedMessage:
             if text_chars < MAX_TEXT_CHARS:
                 body = _part_text(part, defects)
                 text_chars += len(body)
-                (text_parts if ctype == "text/plain" else html_parts).append(body)
+                bodies.append((group, ctype == "text/html", body))
             continue
         if ctype in _REPORT_PART_TYPES:
             report_fields.extend(_report_fields(part))
@@ -625,16 +707,20 @@ def _parse(data: bytes) -> ParsedMessage:
             Attachment(filename=filename, content_type=ctype, size=_part_size(part))
         )
 
-    html = html_parts[0] if html_parts else None
+    # Within one multipart/alternative the plain text wins; outside of one, every inline part
+    # is content (e.g. an HTML message followed by a plain-text signature in multipart/mixed).
+    plain_groups = {group for group, is_html, _ in bodies if not is_html and group}
+    html = next((body for _, is_html, body in bodies if is_html), None)
+    pieces: list[str] = []
     text_from_html = False
-    if text_parts:
-        text = "\n".join(text_parts)
-    elif html_parts:
-        text = "\n".join(html_to_text(h, max_chars=MAX_TEXT_CHARS) for h in html_parts)
-        text_from_html = True
-    else:
-        text = ""
-    text = text[:MAX_TEXT_CHARS]
+    for group, is_html, body in bodies:
+        if is_html:
+            if group in plain_groups:
+                continue
+            body = html_to_text(body, max_chars=MAX_TEXT_CHARS)
+            text_from_html = True
+        pieces.append(body)
+    text = "\n".join(pieces)[:MAX_TEXT_CHARS]
 
     # `From: MAILER-DAEMON <>` names the null sender just like `Return-Path: <>` does.
     null_from = from_address is None and any(_NULL_IN_FROM.search(v) for v in raw_all("from"))

@@ -54,7 +54,7 @@ class DispatchService:
         with self.sessions() as session:
             return list(session.scalars(
                 select(Outbox.id).where(Outbox.status == "pending", Outbox.next_attempt_at <= now)
-                .order_by(Outbox.next_attempt_at, Outbox.id).limit(limit)))
+                .order_by(Outbox.id).limit(limit)))
 
     async def _dispatch(self, *, now: datetime, limit: int) -> DispatchResult:
         result = DispatchResult()

@@ -32,8 +32,8 @@ def status(session: Session, config: Config) -> dict[str, Any]:
             "backlog": state.backlog if state else None,
             "last_uid": state.last_uid if state else 0,
         })
-    outbox_counts = dict(session.execute(
-        select(Outbox.status, func.count()).group_by(Outbox.status)).tuples().all())
+    outbox_counts: dict[str, int] = {status: count for status, count in session.execute(
+        select(Outbox.status, func.count()).group_by(Outbox.status))}
     failed = [
         {"id": row.id, "purpose": row.purpose, "case_id": row.case_id, "error": row.last_error,
          "attempts": row.attempts}
