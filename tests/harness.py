@@ -50,19 +50,43 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(path: Path, *, db_url: str, imap_port: int, smtp_port: int,
-                 mailboxes: Sequence[MailboxSpec], worker: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    db_url: str,
+    imap_port: int,
+    smtp_port: int,
+    mailboxes: Sequence[MailboxSpec],
+    worker: dict[str, Any] | None = None,
+) -> Path:
     lines = ["[worker]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in (worker or {}).items()]
-    lines += ["", "[database]", f"url = {_toml_value(db_url)}", "", "[paths]",
-              f"rules = {_toml_value(str(ROOT / 'rules'))}",
-              f"templates = {_toml_value(str(ROOT / 'templates' / 'emails'))}", "",
-              "[smtp]", 'host = "127.0.0.1"', f"port = {smtp_port}", 'security = "none"', ""]
+    lines += [
+        "",
+        "[database]",
+        f"url = {_toml_value(db_url)}",
+        "",
+        "[paths]",
+        f"rules = {_toml_value(str(ROOT / 'rules'))}",
+        f"templates = {_toml_value(str(ROOT / 'templates' / 'emails'))}",
+        "",
+        "[smtp]",
+        'host = "127.0.0.1"',
+        f"port = {smtp_port}",
+        'security = "none"',
+        "",
+    ]
     for box in mailboxes:
         settings: dict[str, Any] = {
-            "name": box.name, "rules": box.rules, "address": box.address, "host": "127.0.0.1",
-            "port": imap_port, "security": "none", "username": box.address,
-            "password": PASSWORD, "acknowledge": box.acknowledge,
+            "name": box.name,
+            "rules": box.rules,
+            "address": box.address,
+            "host": "127.0.0.1",
+            "port": imap_port,
+            "security": "none",
+            "username": box.address,
+            "password": PASSWORD,
+            "acknowledge": box.acknowledge,
             "staff": [f"staff@{box.address.rpartition('@')[2]}"],
             **box.extra,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import grp
 import os
 import pwd
@@ -54,6 +55,7 @@ def _system_users() -> tuple[str, str]:
     return me, me
 
 
+@functools.cache
 def dovecot_available() -> str | None:
     """None if a throwaway Dovecot can run here, else why not (for pytest.skip/fail)."""
     binary = dovecot_binary()
@@ -73,6 +75,10 @@ def dovecot_available() -> str | None:
         except KeyError:
             return f"system user {user!r} is missing (it comes with the dovecot-core package)"
     return None
+
+
+class _PortTaken(RuntimeError):
+    """Dovecot could not listen: something else holds the port."""
 
 
 # Every Dovecot that may still be running, so that it is killed when the interpreter exits
@@ -117,6 +123,7 @@ class Dovecot:
         self._users: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._listening = False  # whether the running master ever held our port
+        self._may_move_port = port is None
         self._lock = threading.Lock()
         self._internal_user, self._login_user = _system_users()
         try:
@@ -138,6 +145,10 @@ class Dovecot:
     @property
     def log_path(self) -> Path:
         return self.root / "log" / "dovecot.log"
+
+    @property
+    def _stderr_path(self) -> Path:
+        return self.root / "log" / "stderr.log"
 
     @property
     def running(self) -> bool:
@@ -164,14 +175,28 @@ class Dovecot:
         self._chown(home)
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start Dovecot and return once it greets IMAP clients on :attr:`port`."""
+        """Start Dovecot and return once it greets IMAP clients on :attr:`port`.
+
+        Until the first successful start, a port picked by :func:`free_port` that something
+        else grabbed in the meantime is replaced by another; after that the port is fixed.
+        """
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                return
+            except _PortTaken:
+                if not self._may_move_port or attempt == 2:
+                    raise
+                self.port = free_port()
+                self._write_config()
+
+    def _start_once(self, timeout: float) -> None:
         with self._lock:
             if self.running:
                 return
-            self.log_path.parent.mkdir(exist_ok=True)
-            with open(self.root / "log" / "stderr.log", "ab") as stderr:
-                # -F: stay in the foreground, so the process is ours to wait for and kill;
-                # its own session so that stop() can kill every child in the group.
+            # -F: stay in the foreground, so the process is ours to wait for and kill; its
+            # own session so that stop() can kill every child in the group.
+            with open(self._stderr_path, "wb") as stderr:
                 self._proc = subprocess.Popen(
                     [self.binary, "-F", "-c", str(self.config_path)],
                     stdin=subprocess.DEVNULL,
@@ -182,10 +207,11 @@ class Dovecot:
             _RUNNING.add(self)
         try:
             self._wait_until_greeting(timeout)
-            self._listening = True
         except BaseException:
             self.stop()
             raise
+        self._listening = True
+        self._may_move_port = False
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop Dovecot and every process it started; the data stays. Idempotent."""
@@ -195,13 +221,16 @@ class Dovecot:
                 return
             # SIGTERM to the whole process group at once: every Dovecot process shuts down
             # cleanly by itself. (SIGTERM to the master alone makes it linger ~1s for its
-            # children.)
+            # children.) A child that misses the signal (say, forked at that very moment)
+            # can keep the master waiting for it up to 6s, so after a short grace period
+            # the group is killed: everything a client saw acknowledged is on disk already.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout)
+                proc.wait(min(timeout, 2.0))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout)
             # Whatever is left of the group (children that outlived the master).
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -221,7 +250,7 @@ class Dovecot:
     def log_tail(self, lines: int = 40) -> str:
         """The end of Dovecot's log and stderr, for error messages."""
         out: list[str] = []
-        for path in (self.root / "log" / "stderr.log", self.log_path):
+        for path in (self._stderr_path, self.log_path):
             with contextlib.suppress(OSError):
                 out.extend(path.read_text(errors="replace").splitlines()[-lines:])
         return "\n".join(out)
@@ -254,10 +283,21 @@ class Dovecot:
         root = self.root
         # Dovecot's unprivileged processes must be able to reach the Maildirs under it.
         root.chmod(0o755)
+        if os.geteuid() == 0:
+            for parent in root.parents:
+                if not parent.stat().st_mode & 0o001:
+                    raise RuntimeError(
+                        f"{parent} is not searchable by others, so Dovecot's processes "
+                        f"cannot reach {root}: point TMPDIR somewhere else (e.g. /tmp)"
+                    )
         for sub in ("run", "state", "mail", "home", "log"):
             (root / sub).mkdir()
         for sub in ("mail", "home"):
             self._chown(root / sub)
+        self._write_config()
+
+    def _write_config(self) -> None:
+        root = self.root
         internal = pwd.getpwnam(self._internal_user)
         self.config_path.write_text(
             _CONFIG.format(
@@ -279,7 +319,11 @@ class Dovecot:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
-                raise RuntimeError(f"dovecot exited (status {code}):\n{self.log_tail()}")
+                message = f"dovecot exited (status {code}):\n{self.log_tail()}"
+                with contextlib.suppress(OSError):
+                    if "Address already in use" in self._stderr_path.read_text(errors="replace"):
+                        raise _PortTaken(message)
+                raise RuntimeError(message)
             try:
                 with socket.create_connection((self.host, self.port), timeout=2) as sock:
                     # Our own greeting: not some other server that holds the port.
@@ -294,15 +338,17 @@ class Dovecot:
         )
 
     def _wait_port_free(self, timeout: float) -> None:
-        """Until nothing listens on the port, so that start() can bind it again."""
+        """Until our Dovecot no longer answers on the port, so that start() can bind it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection((self.host, self.port), timeout=1):
-                    pass
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                    greeting = sock.recv(256)
             except OSError:
                 return
-            time.sleep(0.05)
+            if self._instance.encode() not in greeting:
+                return  # a closing socket, or somebody else's server: not ours any more
+            time.sleep(0.05)  # handing over to another process; nothing else to wait on
         raise TimeoutError(f"port {self.port} still in use {timeout}s after stopping dovecot")
 
 

@@ -12,8 +12,13 @@ from worker.cli import main
 
 
 def good_config(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "config.toml", db_url=f"sqlite:///{tmp_path}/w.db",
-                        imap_port=1143, smtp_port=1025, mailboxes=[mailbox_for("claranet-soho")])
+    return write_config(
+        tmp_path / "config.toml",
+        db_url=f"sqlite:///{tmp_path}/w.db",
+        imap_port=1143,
+        smtp_port=1025,
+        mailboxes=[mailbox_for("claranet-soho")],
+    )
 
 
 def test_config_check_accepts_a_good_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -22,31 +27,34 @@ def test_config_check_accepts_a_good_config(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_example_config_is_valid_when_its_secrets_are_set(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
     monkeypatch.setenv("SMTP_PASSWORD", "x")
     monkeypatch.setenv("CLARANET_IMAP_PASSWORD", "y")
     assert main(["--config", str(ROOT / "config.example.toml"), "config", "check"]) == 0
 
 
 def test_config_check_lists_every_problem_with_file_and_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     path = tmp_path / "config.toml"
     path.write_text(
-        '[worker]\n'                                   # 1
-        'poll_interval_seconds = "often"\n'            # 2
-        '[smtp]\n'                                     # 3
-        'host = "mail"\n'                              # 4
-        'security = "maybe"\n'                         # 5
-        'colour = "blue"\n'                            # 6
-        '[[mailboxes]]\n'                              # 7
-        'name = "a"\n'                                 # 8
-        'rules = "claranet-soho"\n'                    # 9
-        'address = "not an address"\n'                 # 10
-        'host = "imap"\n'                              # 11
-        'password_env = "NOT_SET_ANYWHERE"\n'          # 12
+        "[worker]\n"  # 1
+        'poll_interval_seconds = "often"\n'  # 2
+        "[smtp]\n"  # 3
+        'host = "mail"\n'  # 4
+        'security = "maybe"\n'  # 5
+        'colour = "blue"\n'  # 6
+        "[[mailboxes]]\n"  # 7
+        'name = "a"\n'  # 8
+        'rules = "claranet-soho"\n'  # 9
+        'address = "not an address"\n'  # 10
+        'host = "imap"\n'  # 11
+        'password_env = "NOT_SET_ANYWHERE"\n'  # 12
         f'[paths]\nrules = "{ROOT / "rules"}"\ntemplates = "{ROOT / "templates/emails"}"\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     assert main(["--config", str(path), "config", "check"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert f"{path}:2: 'poll_interval_seconds' must be an integer" in lines
@@ -57,30 +65,41 @@ def test_config_check_lists_every_problem_with_file_and_line(
 
 
 def test_config_check_reports_toml_syntax_errors_with_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     path = tmp_path / "config.toml"
     path.write_text("[smtp]\nhost = \n", encoding="utf-8")
     assert main(["--config", str(path), "config", "check"]) == 2
     assert capsys.readouterr().err.startswith(f"{path}:2: invalid TOML")
 
 
-def test_config_check_reports_unknown_provider_rules(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    path = write_config(tmp_path / "config.toml", db_url="sqlite:///x.db", imap_port=1,
-                        smtp_port=2, mailboxes=[mailbox_for("claranet-soho")])
+def test_config_check_reports_unknown_provider_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = write_config(
+        tmp_path / "config.toml",
+        db_url="sqlite:///x.db",
+        imap_port=1,
+        smtp_port=2,
+        mailboxes=[mailbox_for("claranet-soho")],
+    )
     path.write_text(path.read_text().replace('rules = "claranet-soho"', 'rules = "no-such"'))
     assert main(["--config", str(path), "config", "check"]) == 2
     err = capsys.readouterr().err
     assert "no rule file" in err and f"{path}:" in err
 
 
-def test_rules_check_accepts_the_shipped_rules(capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch):
+def test_rules_check_accepts_the_shipped_rules(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.chdir(ROOT)
     assert main(["rules", "check"]) == 0
     out = capsys.readouterr().out
-    for provider in ("claranet-soho", "halo-tech-group", "infinity-group",
-                     "all-communications", "communications-ombudsman"):
+    for provider in (
+        "claranet-soho",
+        "halo-tech-group",
+        "infinity-group",
+        "all-communications",
+        "communications-ombudsman",
+    ):
         assert f"{provider}: OK" in out
 
 
@@ -88,17 +107,19 @@ def test_rules_check_reports_bad_rule_files(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "regimes").mkdir()
     bad = tmp_path / "acme.toml"
     bad.write_text(
-        '[provider]\n'                               # 1
-        'id = "acme"\n'                              # 2
-        'name = "Acme"\n'                            # 3
-        'reference_prefix = "acme"\n'                # 4
+        "[provider]\n"  # 1
+        'id = "acme"\n'  # 2
+        'name = "Acme"\n'  # 3
+        'reference_prefix = "acme"\n'  # 4
         'complaints_address = "complaints@acme.example"\n'  # 5
-        'timezone = "Mars/Olympus"\n'                # 6
-        'holiday_region = "GB-ENG"\n'                # 7
-        'regime = "missing-regime"\n'                # 8
-        'flavour = "x"\n'                            # 9
-        '[acknowledgement]\n'                        # 10
-        'next_steps = "We will reply."\n', encoding="utf-8")
+        'timezone = "Mars/Olympus"\n'  # 6
+        'holiday_region = "GB-ENG"\n'  # 7
+        'regime = "missing-regime"\n'  # 8
+        'flavour = "x"\n'  # 9
+        "[acknowledgement]\n"  # 10
+        'next_steps = "We will reply."\n',
+        encoding="utf-8",
+    )
     assert main(["rules", "check", str(bad)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert f"{bad}:4: must be 2 to 5 upper-case letters" in err

@@ -37,7 +37,7 @@ def _raw(subject: str, body: str = "Hello.") -> bytes:
         f"From: Customer <customer@example.net>\r\n"
         f"To: complaints@example.com\r\n"
         f"Subject: {subject}\r\n"
-        f"Message-ID: <{abs(hash(subject))}@example.net>\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@example.net>\r\n"
         f"\r\n"
         f"{body}\r\n"
     ).encode()
@@ -46,7 +46,11 @@ def _raw(subject: str, body: str = "Hello.") -> bytes:
 def _client(port: int, user: tuple[str, str]) -> IMAPClient:
     client = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=10)
     client.normalise_times = False  # aware datetimes, as the server sent them
-    client.login(*user)
+    try:
+        client.login(*user)
+    except BaseException:
+        client.shutdown()
+        raise
     return client
 
 
@@ -115,9 +119,7 @@ def test_imap_append_keeps_internaldate(embedded_imap: EmbeddedImapServer) -> No
 
 
 def test_imap_move_to_created_folder(embedded_imap: EmbeddedImapServer) -> None:
-    deliver_many(
-        embedded_imap.host, embedded_imap.port, *ALICE, [(_raw("one"), WHEN), (_raw("two"), None)]
-    )
+    deliver_many(embedded_imap.host, embedded_imap.port, *ALICE, [(_raw("one"), WHEN), (_raw("two"), None)])
 
     with _client(embedded_imap.port, ALICE) as client:
         assert client.has_capability("MOVE")
@@ -283,9 +285,7 @@ def test_dovecot_users_and_internaldate(dovecot_server: Dovecot) -> None:
 
 @pytest.mark.dovecot
 def test_dovecot_keyword_flags(dovecot_server: Dovecot) -> None:
-    deliver_many(
-        dovecot_server.host, dovecot_server.port, *ALICE, [(_raw("a"), None), (_raw("b"), None)]
-    )
+    deliver_many(dovecot_server.host, dovecot_server.port, *ALICE, [(_raw("a"), None), (_raw("b"), None)])
 
     with _client(dovecot_server.port, ALICE) as client:
         selected = client.select_folder("INBOX")
@@ -298,9 +298,7 @@ def test_dovecot_keyword_flags(dovecot_server: Dovecot) -> None:
 
 @pytest.mark.dovecot
 def test_dovecot_restart_keeps_messages_uids_and_uidvalidity(dovecot_server: Dovecot) -> None:
-    deliver_many(
-        dovecot_server.host, dovecot_server.port, *ALICE, [(_raw("x"), WHEN), (_raw("y"), WHEN)]
-    )
+    deliver_many(dovecot_server.host, dovecot_server.port, *ALICE, [(_raw("x"), WHEN), (_raw("y"), WHEN)])
     with _client(dovecot_server.port, ALICE) as client:
         client.create_folder("Processed")
         before = client.select_folder("INBOX")

@@ -48,11 +48,13 @@ def ack_ids_by_case(smtp: EmbeddedSmtpServer) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("processed_folder", ["Processed", None])
 def test_crash_between_commit_and_imap_flag(tmp_path: Path, imap_server, smtp, processed_folder):
-    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD,
-                 [(complaint(n), T0) for n in range(5)])
-    worker = Worker.create(tmp_path, imap_port=imap_server.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho",
-                                                  processed_folder=processed_folder)])
+    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(5)])
+    worker = Worker.create(
+        tmp_path,
+        imap_port=imap_server.port,
+        smtp_port=smtp.port,
+        mailboxes=[mailbox_for("claranet-soho", processed_folder=processed_folder)],
+    )
     worker.app.cycle.mailbox_factory = CrashBeforeMarking
     with pytest.raises(SimulatedCrash):
         worker.once(T0)
@@ -73,8 +75,9 @@ def test_crash_between_commit_and_imap_flag(tmp_path: Path, imap_server, smtp, p
 
 def test_crash_between_smtp_acceptance_and_marking_sent(tmp_path: Path, pymap, smtp):
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(3)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     config = worker.app.config
     worker.app.cycle.dispatch.sender_factory = lambda: CrashAfterAcceptance(config.smtp)
     with pytest.raises(SimulatedCrash):
@@ -91,18 +94,23 @@ def test_crash_between_smtp_acceptance_and_marking_sent(tmp_path: Path, pymap, s
     # as a second acknowledgement with a new identity.
     assert all(len(ids) == 1 for ids in by_case.values())
     assert len(acks(smtp)) == 4
-    assert restarted.status()["outbox"] == {"pending": 0, "sent": 3, "failed": 0,
-                                            "failed_rows": []}
+    assert restarted.status()["outbox"] == {"pending": 0, "sent": 3, "failed": 0, "failed_rows": []}
     restarted.close()
 
 
 def test_failing_mailbox_is_logged_once_and_does_not_stop_others(
-        tmp_path: Path, pymap, smtp, caplog: pytest.LogCaptureFixture):
+    tmp_path: Path, pymap, smtp, caplog: pytest.LogCaptureFixture
+):
     deliver_many("127.0.0.1", pymap.port, HALO, PASSWORD, [(complaint(1), T0)])
     worker = Worker.create(
-        tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-        mailboxes=[mailbox_for("claranet-soho", extra={"username": "nobody@example.org"}),
-                   mailbox_for("halo-tech-group")])
+        tmp_path,
+        imap_port=pymap.port,
+        smtp_port=smtp.port,
+        mailboxes=[
+            mailbox_for("claranet-soho", extra={"username": "nobody@example.org"}),
+            mailbox_for("halo-tech-group"),
+        ],
+    )
     with caplog.at_level(logging.ERROR):
         first = worker.once(T0)
         second = worker.once(T0 + timedelta(minutes=1))
@@ -120,9 +128,13 @@ def test_failing_mailbox_is_logged_once_and_does_not_stop_others(
 
 def test_transient_smtp_failure_is_retried_with_backoff(tmp_path: Path, pymap, smtp):
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1), T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")],
-                           worker={"outbox_retry_base_seconds": 60})
+    worker = Worker.create(
+        tmp_path,
+        imap_port=pymap.port,
+        smtp_port=smtp.port,
+        mailboxes=[mailbox_for("claranet-soho")],
+        worker={"outbox_retry_base_seconds": 60},
+    )
     smtp.fail_next(1, code=451, text="4.3.0 try again later")
     first = worker.once(T0)
     assert first.dispatch.retrying == 1 and smtp.received == []
@@ -137,8 +149,9 @@ def test_transient_smtp_failure_is_retried_with_backoff(tmp_path: Path, pymap, s
 
 def test_permanent_smtp_failure_is_recorded(tmp_path: Path, pymap, smtp):
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1), T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     smtp.fail_next(1, code=550, text="5.1.1 no such user")
     result = worker.once(T0)
     assert result.dispatch.failed == 1
@@ -151,8 +164,9 @@ def test_permanent_smtp_failure_is_recorded(tmp_path: Path, pymap, smtp):
 
 def test_smtp_outage_keeps_everything_queued(tmp_path: Path, pymap, smtp):
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(n), T0) for n in range(3)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     smtp.set_down(True)
     result = worker.once(T0)
     assert result.dispatch.outage and len(worker.cases()) == 3
@@ -169,8 +183,12 @@ def test_uidvalidity_change_rescans_without_duplicates(tmp_path: Path, imap_serv
     """A folder restored from backup gets a new UIDVALIDITY and renumbered, re-delivered mail."""
     raws = [(complaint(n), T0) for n in range(4)]
     deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD, raws, folder="Complaints")
-    worker = Worker.create(tmp_path, imap_port=imap_server.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho", extra={"folder": "Complaints"})])
+    worker = Worker.create(
+        tmp_path,
+        imap_port=imap_server.port,
+        smtp_port=smtp.port,
+        mailboxes=[mailbox_for("claranet-soho", extra={"folder": "Complaints"})],
+    )
     worker.once(T0)
     assert len(smtp.received) == 4
 
@@ -180,8 +198,9 @@ def test_uidvalidity_change_rescans_without_duplicates(tmp_path: Path, imap_serv
         client.delete_folder("Complaints")
     later = T0 + timedelta(minutes=5)
     new_complaint = (complaint(99), later)
-    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD, [*raws, new_complaint],
-                 folder="Complaints")
+    deliver_many(
+        "127.0.0.1", imap_server.port, CLARANET, PASSWORD, [*raws, new_complaint], folder="Complaints"
+    )
     with IMAPClient("127.0.0.1", port=imap_server.port, ssl=False) as client:
         client.login(CLARANET, PASSWORD)
         assert client.folder_status("Complaints", ["UIDVALIDITY"])[b"UIDVALIDITY"] != before

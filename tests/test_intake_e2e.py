@@ -17,14 +17,18 @@ T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
 
 
 def complaint(n: int, *, at: datetime = T0, sender: str | None = None) -> bytes:
-    return customer_mail(sender=sender or f"customer{n}@example.org", name=f"Customer {n}",
-                         to=CLARANET, subject=f"Complaint number {n}", at=at,
-                         text=f"My service has failed ({n}).\n")
+    return customer_mail(
+        sender=sender or f"customer{n}@example.org",
+        name=f"Customer {n}",
+        to=CLARANET,
+        subject=f"Complaint number {n}",
+        at=at,
+        text=f"My service has failed ({n}).\n",
+    )
 
 
 def acks(smtp: EmbeddedSmtpServer) -> list:
-    return [m for m in smtp.received
-            if m.message["X-Complaints-Worker-Purpose"] == "acknowledgement"]
+    return [m for m in smtp.received if m.message["X-Complaints-Worker-Purpose"] == "acknowledgement"]
 
 
 def folder_uids(port: int, folder: str) -> list[int]:
@@ -36,13 +40,23 @@ def folder_uids(port: int, folder: str) -> list[int]:
 
 @pytest.mark.parametrize("processed_folder", ["Processed", None])
 def test_fifty_complaints_become_fifty_threaded_acknowledged_cases(
-        tmp_path: Path, imap_server, smtp: EmbeddedSmtpServer, processed_folder: str | None):
+    tmp_path: Path, imap_server, smtp: EmbeddedSmtpServer, processed_folder: str | None, db_url: str
+):
     raws = [complaint(n, at=T0 - timedelta(minutes=60 - n)) for n in range(50)]
-    deliver_many("127.0.0.1", imap_server.port, CLARANET, PASSWORD,
-                 [(raw, T0 - timedelta(minutes=60 - n)) for n, raw in enumerate(raws)])
-    worker = Worker.create(tmp_path, imap_port=imap_server.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho",
-                                                  processed_folder=processed_folder)])
+    deliver_many(
+        "127.0.0.1",
+        imap_server.port,
+        CLARANET,
+        PASSWORD,
+        [(raw, T0 - timedelta(minutes=60 - n)) for n, raw in enumerate(raws)],
+    )
+    worker = Worker.create(
+        tmp_path,
+        db_url=db_url,
+        imap_port=imap_server.port,
+        smtp_port=smtp.port,
+        mailboxes=[mailbox_for("claranet-soho", processed_folder=processed_folder)],
+    )
 
     result = worker.once(T0)
 
@@ -90,32 +104,55 @@ def customer_mail_id(raw: bytes) -> str:
 
 
 def test_reply_to_acknowledgement_joins_case_and_stranger_quoting_ref_opens_new_case(
-        tmp_path: Path, pymap, smtp: EmbeddedSmtpServer):
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD,
-                 [(complaint(1, sender="ann@example.org"), T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    tmp_path: Path, pymap, smtp: EmbeddedSmtpServer
+):
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1, sender="ann@example.org"), T0)])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     worker.once(T0)
     [ack] = acks(smtp)
     ref = ack.message["X-Complaints-Worker-Case"]
 
     later = T0 + timedelta(hours=1)
-    reply = customer_mail(sender="ann@example.org", name="Ann", to=CLARANET,
-                          subject=f"Re: {ack.message['Subject']}", at=later,
-                          in_reply_to=ack.message["Message-ID"], text="Still broken.\n")
-    chaser = customer_mail(sender="ann@example.org", name="Ann", to=CLARANET,
-                           subject=f"[{ref}] any news?", at=later, text="Any news?\n")
-    stranger = customer_mail(sender="mallory@example.net", name="Mallory", to=CLARANET,
-                             subject=f"Re: [{ref}] me too", at=later, text="Mine too.\n")
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD,
-                 [(reply, later), (chaser, later), (stranger, later)])
+    reply = customer_mail(
+        sender="ann@example.org",
+        name="Ann",
+        to=CLARANET,
+        subject=f"Re: {ack.message['Subject']}",
+        at=later,
+        in_reply_to=ack.message["Message-ID"],
+        text="Still broken.\n",
+    )
+    chaser = customer_mail(
+        sender="ann@example.org",
+        name="Ann",
+        to=CLARANET,
+        subject=f"[{ref}] any news?",
+        at=later,
+        text="Any news?\n",
+    )
+    stranger = customer_mail(
+        sender="mallory@example.net",
+        name="Mallory",
+        to=CLARANET,
+        subject=f"Re: [{ref}] me too",
+        at=later,
+        text="Mine too.\n",
+    )
+    deliver_many(
+        "127.0.0.1", pymap.port, CLARANET, PASSWORD, [(reply, later), (chaser, later), (stranger, later)]
+    )
     worker.once(later)
 
     cases = worker.cases()
     assert len(cases) == 2
     first = worker.case(ref)
     assert [m["text"].strip() for m in first["messages"] if m["direction"] == "in"] == [
-        "My service has failed (1).", "Still broken.", "Any news?"]
+        "My service has failed (1).",
+        "Still broken.",
+        "Any news?",
+    ]
     assert first["first_raised_at"] == T0.isoformat(), "a chaser never restarts the clock"
     other = next(c for c in cases if c["reference"] != ref)
     assert other["customer"] == "mallory@example.net"
@@ -128,29 +165,52 @@ def test_reply_to_acknowledgement_joins_case_and_stranger_quoting_ref_opens_new_
 
 
 def test_automated_mail_is_recorded_never_acknowledged(tmp_path: Path, pymap, smtp):
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD,
-                 [(complaint(1, sender="bob@example.org"), T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1, sender="bob@example.org"), T0)])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     worker.once(T0)
     [ack] = acks(smtp)
     ref = ack.message["X-Complaints-Worker-Case"]
     later = T0 + timedelta(hours=1)
     out_of_office = customer_mail(
-        sender="bob@example.org", name="Bob", to=CLARANET, subject="Automatic reply: x", at=later,
-        in_reply_to=ack.message["Message-ID"], headers={"Auto-Submitted": "auto-replied"},
-        text="I am away until Monday.\n")
+        sender="bob@example.org",
+        name="Bob",
+        to=CLARANET,
+        subject="Automatic reply: x",
+        at=later,
+        in_reply_to=ack.message["Message-ID"],
+        headers={"Auto-Submitted": "auto-replied"},
+        text="I am away until Monday.\n",
+    )
     exchange_ooo = customer_mail(
-        sender="carol@example.org", name="Carol", to=CLARANET, subject="Automatic reply: hello",
-        at=later, headers={"X-Auto-Response-Suppress": "All"}, text="Away.\n")
-    dsn = bounce(mta="mx.example.org", to=CLARANET, failed_recipient="bob@example.org",
-                 original=ack.raw, at=later)
-    list_mail = customer_mail(sender="news@lists.example.com", name="News", to=CLARANET,
-                              subject="Weekly digest", at=later, text="News.\n",
-                              headers={"List-Id": "<news.lists.example.com>",
-                                       "Precedence": "list"})
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD,
-                 [(out_of_office, later), (exchange_ooo, later), (dsn, later), (list_mail, later)])
+        sender="carol@example.org",
+        name="Carol",
+        to=CLARANET,
+        subject="Automatic reply: hello",
+        at=later,
+        headers={"X-Auto-Response-Suppress": "All"},
+        text="Away.\n",
+    )
+    dsn = bounce(
+        mta="mx.example.org", to=CLARANET, failed_recipient="bob@example.org", original=ack.raw, at=later
+    )
+    list_mail = customer_mail(
+        sender="news@lists.example.com",
+        name="News",
+        to=CLARANET,
+        subject="Weekly digest",
+        at=later,
+        text="News.\n",
+        headers={"List-Id": "<news.lists.example.com>", "Precedence": "list"},
+    )
+    deliver_many(
+        "127.0.0.1",
+        pymap.port,
+        CLARANET,
+        PASSWORD,
+        [(out_of_office, later), (exchange_ooo, later), (dsn, later), (list_mail, later)],
+    )
     result = worker.once(later)
 
     assert len(smtp.received) == 1, "no automated message may be acknowledged"
@@ -167,8 +227,9 @@ def test_automated_mail_is_recorded_never_acknowledged(tmp_path: Path, pymap, sm
 
 def test_own_mail_looping_back_is_not_acknowledged(tmp_path: Path, pymap, smtp):
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1), T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     worker.once(T0)
     [ack] = acks(smtp)
     # Our own acknowledgement delivered back into the mailbox (e.g. a forwarding loop).
@@ -183,8 +244,9 @@ def test_own_mail_looping_back_is_not_acknowledged(tmp_path: Path, pymap, smtp):
 def test_unparseable_mail_is_quarantined_with_reason(tmp_path: Path, pymap, smtp):
     garbage = b"\x00\x01\x02 this is not an email at all \xff\xfe"
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(garbage, T0), (complaint(2), T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     worker.once(T0)
     status = worker.status()
     assert status["quarantine"]["total"] == 1
@@ -194,10 +256,16 @@ def test_unparseable_mail_is_quarantined_with_reason(tmp_path: Path, pymap, smtp
 
 
 def test_backlog_import_opens_cases_without_acknowledging(tmp_path: Path, pymap, smtp):
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD,
-                 [(complaint(n), T0 - timedelta(days=30)) for n in range(3)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    deliver_many(
+        "127.0.0.1",
+        pymap.port,
+        CLARANET,
+        PASSWORD,
+        [(complaint(n), T0 - timedelta(days=30)) for n in range(3)],
+    )
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     worker.once(T0, acknowledge=False)
     assert len(worker.cases()) == 3
     assert smtp.received == []
@@ -210,8 +278,9 @@ def test_backlog_import_opens_cases_without_acknowledging(tmp_path: Path, pymap,
 def test_duplicate_message_id_is_stored_once(tmp_path: Path, pymap, smtp):
     raw = complaint(7)
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(raw, T0), (raw, T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     result = worker.once(T0)
     assert result.polls[0].duplicates == 1
     assert len(worker.cases()) == 1 and len(smtp.received) == 1
@@ -219,11 +288,15 @@ def test_duplicate_message_id_is_stored_once(tmp_path: Path, pymap, smtp):
 
 
 def test_message_without_message_id_is_handled(tmp_path: Path, pymap, smtp):
-    raw = (b"From: Dee <dee@example.org>\r\nTo: " + CLARANET.encode() +
-           b"\r\nSubject: no id\r\n\r\nMy phone line crackles.\r\n")
+    raw = (
+        b"From: Dee <dee@example.org>\r\nTo: "
+        + CLARANET.encode()
+        + b"\r\nSubject: no id\r\n\r\nMy phone line crackles.\r\n"
+    )
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(raw, T0)])
-    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")]
+    )
     worker.once(T0)
     [ack] = acks(smtp)
     assert ack.message["In-Reply-To"] is None
@@ -234,22 +307,21 @@ def test_message_without_message_id_is_handled(tmp_path: Path, pymap, smtp):
 def test_every_provider_acknowledges_with_its_own_prefix_and_address(tmp_path, pymap, smtp):
     boxes = [mailbox_for(rules) for rules in PROVIDER_ADDRESSES]
     for rules, address in PROVIDER_ADDRESSES.items():
-        raw = customer_mail(sender=f"c@{rules}.example", name="C", to=address,
-                            subject="Help", at=T0, text="Please help.\n")
+        raw = customer_mail(
+            sender=f"c@{rules}.example", name="C", to=address, subject="Help", at=T0, text="Please help.\n"
+        )
         deliver_many("127.0.0.1", pymap.port, address, PASSWORD, [(raw, T0)])
     worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port, mailboxes=boxes)
     worker.once(T0)
-    senders = {m.message["From"].addresses[0].addr_spec: m.message["X-Complaints-Worker-Case"]
-               for m in acks(smtp)}
+    senders = {
+        m.message["From"].addresses[0].addr_spec: m.message["X-Complaints-Worker-Case"] for m in acks(smtp)
+    }
     assert set(senders) == set(PROVIDER_ADDRESSES.values())
     prefixes = {ref.split("-")[0] for ref in senders.values()}
     assert prefixes == {"CLR", "HALO", "INF", "ALLC", "CO"}
-    ombudsman_ack = next(m for m in acks(smtp) if m.message["X-Complaints-Worker-Case"]
-                         .startswith("CO-"))
+    ombudsman_ack = next(m for m in acks(smtp) if m.message["X-Complaints-Worker-Case"].startswith("CO-"))
     assert "Independent Assessor" in ombudsman_ack.message.get_body(("plain",)).get_content()
-    claranet_ack = next(m for m in acks(smtp) if m.message["X-Complaints-Worker-Case"]
-                        .startswith("CLR-"))
+    claranet_ack = next(m for m in acks(smtp) if m.message["X-Complaints-Worker-Case"].startswith("CLR-"))
     text = claranet_ack.message.get_body(("plain",)).get_content()
     assert "Communications Ombudsman" in text and "6 weeks" in text.replace("six", "6")
     worker.close()
-

@@ -179,7 +179,7 @@ def _run_forever(app: Any) -> int:
         try:
             app.cycle.run_pass(now=datetime.now(UTC), respect_backoff=True,
                                should_stop=stop.is_set)
-        except Exception:  # noqa: BLE001 - the loop must outlive any single pass.
+        except Exception:
             log.exception("worker pass failed; the next pass will retry")
 
     scheduler = BackgroundScheduler(timezone=UTC)

@@ -6,13 +6,12 @@ prints every email sent and writes each one to the output folder as an .eml file
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
-
-import logging
 from typing import TYPE_CHECKING
 
 from worker.adapters.db import upgrade

@@ -103,15 +103,16 @@ class EmbeddedImapServer:
 
     @property
     def port(self) -> int:
-        """The port the server listens on (only known once started)."""
+        """The port the server listens (or, once stopped, listened) on; known once started."""
         if self._port is None:
-            raise RuntimeError("the embedded IMAP server is not running")
+            raise RuntimeError("the embedded IMAP server has not been started")
         return self._port
 
     @property
     def running(self) -> bool:
         """True between a successful :meth:`start` and :meth:`stop`."""
-        return self._thread is not None and self._thread.is_alive() and self._port is not None
+        thread = self._thread
+        return thread is not None and thread.is_alive() and self._stop_event is not None
 
     def start(self, timeout: float = _START_TIMEOUT) -> None:
         """Start the server thread and return once it accepts connections."""
@@ -142,7 +143,6 @@ class EmbeddedImapServer:
         if thread.is_alive():
             raise RuntimeError(f"the embedded IMAP server did not stop within {timeout}s")
         self._thread = None
-        self._port = None
 
     def add_user(self, login: str, password: str, timeout: float = _START_TIMEOUT) -> None:
         """Create (or re-password) an account; works before start and while running."""
@@ -343,7 +343,7 @@ class EmbeddedSmtpServer:
 
     @property
     def port(self) -> int:
-        """The port the server listens on (only known once started)."""
+        """The port the server listens (or listened, while down) on; known once started."""
         if not self._started:
             raise RuntimeError("the embedded SMTP server has not been started")
         return self._port
@@ -364,9 +364,7 @@ class EmbeddedSmtpServer:
         if self._controller is not None:
             return
         _require("aiosmtpd")
-        controller = _make_controller(
-            _RecordingHandler(self), self.host, self._port, self.server_hostname
-        )
+        controller = _make_controller(_RecordingHandler(self), self.host, self._port, self.server_hostname)
         controller.start()
         self._port = int(controller.port)
         self._controller = controller
@@ -387,9 +385,7 @@ class EmbeddedSmtpServer:
         else:
             self.start()
 
-    def fail_next(
-        self, n: int = 1, code: int = 451, text: str = "4.3.0 Try again later (simulated)"
-    ) -> None:
+    def fail_next(self, n: int = 1, code: int = 451, text: str = "4.3.0 Try again later (simulated)") -> None:
         """Refuse the next `n` DATA commands with `code` (4xx transient, 5xx permanent)."""
         if not 400 <= code <= 599:
             raise ValueError(f"SMTP failure code must be 4xx or 5xx, not {code}")
@@ -425,9 +421,7 @@ class EmbeddedSmtpServer:
                 return f"{code} {text}"
             raw = bytes(envelope.original_content or envelope.content or b"")
             # Parsed with LF line ends, so that get_content() gives "text\n", not "text\r\n".
-            message = BytesParser(policy=email.policy.default).parsebytes(
-                raw.replace(b"\r\n", b"\n")
-            )
+            message = BytesParser(policy=email.policy.default).parsebytes(raw.replace(b"\r\n", b"\n"))
             assert isinstance(message, EmailMessage)
             self._received.append(
                 ReceivedMail(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,7 +53,8 @@ def migrations_dir() -> Path:
 def alembic_config(url: str) -> Any:
     from alembic.config import Config as AlembicConfig
 
-    config = AlembicConfig()
+    # Alembic's default stdout is bound when alembic is imported; use the current one.
+    config = AlembicConfig(stdout=sys.stdout)
     config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import ssl
@@ -196,11 +197,9 @@ class ImapMailbox:
             return
         try:
             client.logout()
-        except Exception:  # noqa: BLE001 - the connection is being dropped anyway.
-            try:
+        except Exception:
+            with contextlib.suppress(Exception):
                 client.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def _describe(exc: BaseException) -> str:

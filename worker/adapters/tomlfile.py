@@ -68,10 +68,7 @@ def _index_lines(text: str) -> dict[KeyPath, int]:
             name = _split_dotted(match.group(1))
             # A sub-table of the latest array element, e.g. [mailboxes.imap] after [[mailboxes]].
             parent = name[:-1]
-            if parent in array_counts:
-                current = (*parent, array_counts[parent] - 1, name[-1])
-            else:
-                current = name
+            current = (*parent, array_counts[parent] - 1, name[-1]) if parent in array_counts else name
             lines[current] = number
         elif match := _KEY.match(raw):
             lines[(*current, *_split_dotted(match.group(1)))] = number

@@ -94,7 +94,7 @@ class ParsedMessage:
 
     @property
     def thread_ids(self) -> tuple[str, ...]:
-        """Message-IDs this message says it follows, nearest first (In-Reply-To, then References newest first)."""
+        """Message-IDs this message follows, nearest first: In-Reply-To, then References newest first."""
         seen: list[str] = []
         for mid in (*self.in_reply_to, *reversed(self.references)):
             if mid not in seen:

@@ -128,7 +128,7 @@ class IngestService:
                     raise
             except OperationalError:
                 raise  # The database itself is failing: stop this pass, retry later, lose nothing.
-            except Exception as exc:  # noqa: BLE001 - any bug in handling one message.
+            except Exception as exc:
                 log.exception("mailbox %s uid %s: processing failed; quarantining",
                               mailbox.name, fetched.uid)
                 with transaction(self.sessions) as session:
