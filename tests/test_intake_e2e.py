@@ -195,6 +195,10 @@ def test_automated_mail_is_recorded_never_acknowledged(tmp_path: Path, pymap, sm
     dsn = bounce(
         mta="mx.example.org", to=CLARANET, failed_recipient="bob@example.org", original=ack.raw, at=later
     )
+    stray_dsn = bounce(
+        mta="mx.example.org", to=CLARANET, failed_recipient="x@example.org",
+        original=b"Message-ID: <never-sent-by-us@example.org>\r\n\r\n", at=later,
+    )
     list_mail = customer_mail(
         sender="news@lists.example.com",
         name="News",
@@ -209,7 +213,8 @@ def test_automated_mail_is_recorded_never_acknowledged(tmp_path: Path, pymap, sm
         pymap.port,
         CLARANET,
         PASSWORD,
-        [(out_of_office, later), (exchange_ooo, later), (dsn, later), (list_mail, later)],
+        [(out_of_office, later), (exchange_ooo, later), (dsn, later), (stray_dsn, later),
+         (list_mail, later)],
     )
     result = worker.once(later)
 
@@ -217,6 +222,7 @@ def test_automated_mail_is_recorded_never_acknowledged(tmp_path: Path, pymap, sm
     assert len(worker.cases()) == 1
     events = [e["kind"] for e in worker.case(ref)["events"]]
     assert "auto_reply_received" in events
+    assert "bounce_received" in events, "a bounce finds its case by the headers it returns"
     quarantine = worker.status()["quarantine"]
     assert quarantine["total"] == 3
     reasons = " | ".join(q["reason"] for q in quarantine["latest"])

@@ -64,7 +64,16 @@ class SmtpSender:
     async def send(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> str:
         try:
             client = await self._connected()
-            errors, reply = await client.sendmail(envelope_from, list(recipients), raw)
+            options = []
+            if not all(address.isascii() for address in (envelope_from, *recipients)):
+                # An internationalised address (RFC 6531) needs SMTPUTF8; never mangle it.
+                if not client.supports_extension("smtputf8"):
+                    raise SendFailure(SendFailureKind.PERMANENT,
+                                      "the address is internationalised and the SMTP server "
+                                      "does not offer SMTPUTF8")
+                options.append("SMTPUTF8")
+            errors, reply = await client.sendmail(envelope_from, list(recipients), raw,
+                                                  mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             kind = SendFailureKind.TRANSIENT if all(400 <= c < 500 for c in codes) else \

@@ -8,7 +8,9 @@ Order of the checks, first match wins:
    fields, read receipts, ARF feedback) and a few vendor report formats.
 4. Bounces: X-Failed-Recipients, a MAILER-DAEMON/postmaster sender, or a bounce subject or body
    backed by a second sign of automation (null sender, Auto-Submitted, an enclosed original).
-   Bounces also carry Auto-Submitted, so they are recognised before auto-replies.
+   Bounces also carry Auto-Submitted, so they are recognised before auto-replies. One that only
+   warns of a delay ("THIS IS A WARNING MESSAGE ONLY") is a DELIVERY_REPORT, like a DSN with
+   Action: delayed.
 5. Auto-replies: RFC 3834 Auto-Submitted, vendor auto-reply headers, auto-reply subjects.
 6. Any other null-sender mail -> BOUNCE (DSNs and MDNs are the only mail sent with `<>`, and
    RFC 3834 auto-replies were recognised just above).
@@ -108,8 +110,19 @@ _BOUNCE_BODY = re.compile(
     r"could not deliver (?:the )?message to the following recipient|"
     r"could not be delivered to the following recipient|"
     r"-{3,} ?failed recipients ?-{3,}|"
-    r"delivery of email to this address .{0,80}has been postponed|"
-    r"mail delivery failed|delivery failure",
+    r"delivery of email to this address .{0,80}has been postponed",
+    re.IGNORECASE,
+)
+# A non-standard DSN that only warns of a delay (the message is still queued): by definition a
+# delivery report, not a failure, exactly like a DSN with "Action: delayed".
+_DELAY_SUBJECT = re.compile(
+    r"\(delay\)|\bdelayed\b|warning: could not send|warning--could not send|still being retried|"
+    r"delivery warning|not yet been delivered",
+    re.IGNORECASE,
+)
+_DELAY_BODY = re.compile(
+    r"this is a warning (?:message )?only|you do not need to resend your message|"
+    r"has not yet been delivered|message will be retried|will be retried (?:for|until)",
     re.IGNORECASE,
 )
 # Where forwarded or quoted content starts: nothing below it says who wrote *this* message.
@@ -121,18 +134,19 @@ _FORWARD_MARKER = re.compile(
 )
 
 # Auto-reply subject prefixes: Exchange/Outlook in many languages, Gmail, Apple, Zimbra, ...
+# Each must be followed by a colon, a closing "]" or the end of the subject, because customers
+# write subjects like "Automatic renewal ..." or "Out of office hours charge".
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^\[?(?:"
-    r"auto(?:matic)?[ -]?(?:reply|response|answer)\b|autoreply\b|autoresponse\b|auto:|"
-    r"out of (?:the )?office(?:\s*(?:auto ?reply|reply|notice))?\s*(?::|$|-)|"
-    r"(?:i am |i'm )?away from (?:the|my) office|on vacation\b|vacation reply|"
-    r"abwesenheitsnotiz|automatische antwort|abwesend\b|"
+    r"auto(?:matic)?[ -]?(?:reply|response|answer)|autoreply|autoresponse|auto|"
+    r"out of (?:the )?office(?:\s*(?:auto ?reply|reply|notice))?|vacation reply|"
+    r"abwesenheitsnotiz|automatische antwort|abwesend|"
     r"réponse automatique|reponse automatique|absence du bureau|"
     r"risposta automatica|respuesta automática|respuesta automatica|"
     r"resposta automática|resposta automatica|automatisch antwoord|"
     r"autosvar|automatisk svar|automaattinen vastaus|automatyczna odpowied[zź]|"
     r"automatická odpověď|автоматический ответ|自動応答|自动回复|自動回覆"
-    r")",
+    r")\s*(?:[:：\]]|$)",
     re.IGNORECASE,
 )
 # Header fields whose mere presence marks an auto-responder.
@@ -336,7 +350,7 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
     if body_hit:
         wording.append(f"body: {body_hit.group(0)[:60]}")
     if strong:
-        return Classification(kind=MessageKind.BOUNCE, reasons=tuple(strong + wording))
+        return _failure_or_delay(msg, strong + wording)
     if not wording:
         return None
     # Bounce wording alone could be a customer's own words ("Delivery failure" of a router!):
@@ -355,7 +369,19 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
         support.append("subject and body both report a delivery failure")
     if not support:
         return None
-    return Classification(kind=MessageKind.BOUNCE, reasons=tuple(wording + support))
+    return _failure_or_delay(msg, wording + support)
+
+
+def _failure_or_delay(msg: ParsedMessage, reasons: list[str]) -> Classification:
+    """A bounce, unless all it reports is a delay (and no recipient is listed as failed)."""
+    if msg.header("x-failed-recipients") is None:
+        delay = _DELAY_SUBJECT.search(msg.subject) or _DELAY_BODY.search(_own_text(msg))
+        if delay:
+            return Classification(
+                kind=MessageKind.DELIVERY_REPORT,
+                reasons=(*reasons, f"delay warning only: {delay.group(0)[:60]}"),
+            )
+    return Classification(kind=MessageKind.BOUNCE, reasons=tuple(reasons))
 
 
 def _auto_reply(msg: ParsedMessage) -> Classification | None:

@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 # Generous default: a complaint is never this long, and the cap keeps hostile input cheap.
 DEFAULT_MAX_CHARS = 1_000_000
-# HTML beyond this many characters is never looked at (the text cap is reached long before).
-_MAX_HTML_FACTOR = 8
+# HTML beyond this many characters is never looked at.
+MAX_HTML_CHARS = 4_000_000
 
 # Elements whose content is never shown to a reader of the mail.
 _SKIP = frozenset({"script", "style", "head", "title", "template", "xml"})
@@ -85,6 +85,11 @@ class _TextExtractor(HTMLParser):
 
     # -- parser callbacks ----------------------------------------------
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body":
+            # Browsers close an unclosed <head> (or <title>) here; without this a sloppy
+            # "<head><title>x<body>..." would hide the whole message.
+            self.skip_depth = 0
+            return
         if tag in _SKIP:
             self.skip_depth += 1
             return
@@ -181,6 +186,54 @@ class _TextExtractor(HTMLParser):
         return "\n".join(out)[: self.max_chars]
 
 
+def _neutralise(html: str) -> str:
+    """Remove the constructs that make `html.parser` rescan the rest of the document.
+
+    On Python < 3.13.4 (CVE-2025-6069) the parser re-searches to the end of the input for every
+    comment, `<![...`, `<?...` or tag that is never closed, which is quadratic on hostile or
+    truncated mail. Here, in one linear pass: comments, marked sections (Outlook's
+    `<![if ...]>`), processing instructions and script/style elements are dropped (their
+    content is never shown anyway; an unclosed one runs to the end, as browsers do), and any
+    `<` with no `>` anywhere after it is escaped as text.
+    """
+    lower = html.lower()
+    last_close = html.rfind(">")
+    out: list[str] = []
+    pos = 0
+    while True:
+        lt = html.find("<", pos)
+        if lt < 0:
+            out.append(html[pos:])
+            break
+        out.append(html[pos:lt])
+        if lt > last_close:
+            # Nothing from here on can be markup.
+            out.append(html[lt:].replace("<", "&lt;"))
+            break
+        if html.startswith("<!--", lt):
+            end = html.find("-->", lt + 2)
+            if end < 0:
+                break
+            pos = end + 3
+            continue
+        if html.startswith(("<![", "<?"), lt):
+            pos = html.find(">", lt) + 1
+            continue
+        for element in ("script", "style"):
+            after = lt + 1 + len(element)
+            if lower.startswith(element, lt + 1) and not lower[after : after + 1].isalnum():
+                end = lower.find(f"</{element}", lt)
+                pos = -1 if end < 0 else html.find(">", end) + 1
+                break
+        else:
+            out.append("<")
+            pos = lt + 1
+            continue
+        if pos <= 0:
+            break
+    return "".join(out)
+
+
 def html_to_text(html: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """Render `html` as readable plain text of at most `max_chars` characters.
 
@@ -191,8 +244,7 @@ def html_to_text(html: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     if not html or max_chars <= 0:
         return ""
     parser = _TextExtractor(max_chars)
-    # Bound the input too: the text cap is hit long before this for any real mail.
-    html = html[: max_chars * _MAX_HTML_FACTOR]
+    html = _neutralise(html[:MAX_HTML_CHARS])
     try:
         parser.feed(html)
         parser.close()

@@ -13,6 +13,12 @@ every header value exactly as received. Decoding is then done here, deliberately
 * Body bytes are decoded with the declared charset mapped to the superset real mailers mean
   (ks_c_5601-1987 -> cp949, gb2312 -> gb18030, iso-8859-1 -> cp1252, ...), then UTF-8, then
   cp1252/latin-1, so any byte string decodes to some text.
+* The body text is every inline text part in document order; inside a multipart/alternative
+  the text/plain representation wins, and HTML is only converted where there is no plain text.
+
+Work is bounded: MIME parameters are split by our own linear splitter (the stdlib one is
+quadratic), the structured address parser only sees short fields, and every extracted piece
+(text, headers, ids, addresses, report fields) has a cap.
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ MAX_IDS = 200  # Message-IDs kept from one References/In-Reply-To field
 MAX_ADDRESSES = 500  # per address field
 MAX_DEFECTS = 32
 MAX_REPORT_FIELDS = 500
-# Only the start of a long header is handed to the (slower) structured address parser.
-_MAX_ADDRESS_PARSE_CHARS = 16_384
+# The structured (policy.default) address parser is quadratic on some malformed input, so only
+# short fields go through it; longer ones (big To/Cc lists) use the linear classic parser.
+_MAX_STRUCTURED_ADDRESS_CHARS = 2_048
 
 # Report parts whose body is a set of "Name: value" fields.
 _REPORT_PART_TYPES = frozenset({
@@ -88,7 +95,6 @@ _CHARSET_ALIASES = {
     "iso-8859-6-e": "iso8859-6",
     "x-mac-roman": "mac-roman",
     "x-mac-cyrillic": "mac-cyrillic",
-    "ansi_x3.110-1983": "latin-1",
 }
 # Codecs that are not character sets (or that carry risk) even though Python can "decode" them.
 _NOT_CHARSETS = frozenset({
@@ -100,12 +106,83 @@ _NOT_CHARSETS = frozenset({
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?]*)\?=")
 _FOLD = re.compile(r"\r\n(?=[ \t])|\n(?=[ \t])|\r(?=[ \t])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ID_TOKEN = re.compile(r"<([^<>]*)>")
 _ADDR_LIKE = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
 _LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+")
 _NULL_PATH = re.compile(r"^<\s*>$")
 _NULL_IN_FROM = re.compile(r"<\s*>")
+
+
+# --------------------------------------------------------------------------- MIME parameters
+
+# Real parameter lists (boundary, charset, RFC 2231 filenames) are far shorter than this.
+_MAX_PARAM_CHARS = 16_384
+
+
+def _split_params(value: str) -> list[str]:
+    """Split a header value on ';' outside double quotes, in linear time."""
+    parts: list[str] = []
+    start = pos = 0
+    semi = quote = -2  # cached positions of the next ';' and '"', -1 when there is none
+    while True:
+        if semi != -1 and semi < pos:
+            semi = value.find(";", pos)
+        if quote != -1 and quote < pos:
+            quote = value.find('"', pos)
+        if semi < 0:
+            break
+        if 0 <= quote < semi:
+            close = quote
+            while True:
+                close = value.find('"', close + 1)
+                if close < 0:
+                    parts.append(value[start:])  # unterminated quote runs to the end
+                    return parts
+                backslashes = 0
+                while value[close - 1 - backslashes] == "\\" and close - 1 - backslashes > quote:
+                    backslashes += 1
+                if backslashes % 2 == 0:
+                    break
+            pos = close + 1
+            continue
+        parts.append(value[start:semi])
+        start = pos = semi + 1
+    parts.append(value[start:])
+    return parts
+
+
+class _BoundedMessage(Message):
+    """compat32 Message whose MIME parameter parsing is linear and bounded.
+
+    The stdlib splitter is quadratic in the number of ';' (and runs inside the parser itself,
+    for every multipart boundary), so a few hundred KB of semicolons in a Content-Type would
+    stall intake for minutes.
+    """
+
+    def _get_params_preserve(self, failobj: object, header: str) -> object:
+        value = self.get(header)
+        if value is None:
+            return failobj
+        params: list[tuple[str, str]] = []
+        for item in _split_params(str(value)[:_MAX_PARAM_CHARS]):
+            name, sep, val = item.partition("=")
+            if sep:
+                params.append((name.strip().lower(), val.strip()))
+            else:
+                params.append((item.strip(), ""))
+        return email_utils.decode_params(params)
+
+
+def _parser() -> BytesParser:
+    return BytesParser(_class=_BoundedMessage, policy=policy.compat32)
+
+
+def _header_parser() -> BytesHeaderParser:
+    return BytesHeaderParser(_class=_BoundedMessage, policy=policy.compat32)
 
 
 # --------------------------------------------------------------------------- charsets
@@ -132,9 +209,11 @@ def _codec_for(label: str | None) -> str | None:
         if codec in _NOT_CHARSETS:
             return None
         try:
-            b"".decode(codec)
+            b"a".decode(codec)  # (empty input would skip the codec check)
         except LookupError:  # a bytes-to-bytes codec such as base64 or zlib
             return None
+        except (UnicodeDecodeError, ValueError):
+            pass  # a real text codec that merely dislikes this sample (utf-16, ...)
         return codec
     return None
 
@@ -157,24 +236,27 @@ def _try_decode(data: bytes, codec: str, truncated: bool) -> str | None:
 def decode_bytes(data: bytes, charset: str | None, *, truncated: bool = False) -> str:
     """Decode `data` declared as `charset`; any bytes give some text, never an exception.
 
-    Order: the declared charset (via its real-world superset), UTF-8 when there are 8-bit
-    bytes, the declared charset with replacement, then cp1252 and finally latin-1.
+    Order: the declared charset (via its real-world superset), then UTF-8 when there are
+    8-bit bytes. Text that is neither is UTF-8 with a few bad bytes if it contains real UTF-8
+    sequences (decoded with replacement), else legacy single-byte text (cp1252, then latin-1,
+    which accepts every byte).
     """
     codec = _codec_for(charset)
-    eight_bit = not data.isascii()
     if codec is not None:
         text = _try_decode(data, codec, truncated)
         if text is not None:
             return text
-    if eight_bit or codec is None:
+        if codec != "utf-8" and data.isascii():
+            # A 7-bit charset (ISO-2022-*, UTF-7) with a bad sequence: keep what it can read.
+            return data.decode(codec, errors="replace")
+    if codec != "utf-8":
         text = _try_decode(data, "utf-8", truncated)
         if text is not None:
             return text
-    if codec is not None:
-        try:
-            return data.decode(codec, errors="replace")
-        except Exception:
-            pass
+    if codec is not None and codec != "utf-8":
+        return data.decode(codec, errors="replace")
+    if _UTF8_SEQUENCE.search(data):
+        return data.decode("utf-8", errors="replace")
     text = _try_decode(data, "cp1252", truncated)
     if text is not None:
         return text
@@ -300,17 +382,18 @@ def _parse_addresses(raw: str, defects: list[str]) -> list[tuple[str, str]]:
         return []
     found: list[tuple[str, str]] = []
     structured_ok = False
-    try:
-        header = policy.default.header_factory("to", value[:_MAX_ADDRESS_PARSE_CHARS])
-        structured_ok = True
-        for defect in header.defects:
-            defects.append(type(defect).__name__)
-        for address in header.addresses:
-            spec = address.addr_spec
-            if spec and spec != "<>":
-                found.append((str(address.display_name or ""), spec))
-    except Exception:
-        defects.append("AddressHeaderUnparseable")
+    if len(value) <= _MAX_STRUCTURED_ADDRESS_CHARS:
+        try:
+            header = policy.default.header_factory("to", value)
+            structured_ok = True
+            for defect in header.defects:
+                defects.append(type(defect).__name__)
+            for address in header.addresses:
+                spec = address.addr_spec
+                if spec and spec != "<>":
+                    found.append((str(address.display_name or ""), spec))
+        except Exception:
+            defects.append("AddressHeaderUnparseable")
     lowered = value.lower()
     believable = all(spec.lower() in lowered for _, spec in found) and (
         "@" not in value or all("@" in spec for _, spec in found)
@@ -532,7 +615,7 @@ def _enclosed_headers(part: Message) -> list[tuple[str, str]]:
         return [(n.lower(), _header_text(v)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
     data = _payload_bytes(part)[:MAX_TEXT_BYTES]
     try:
-        inner = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+        inner = _header_parser().parsebytes(data)
     except Exception:
         return []
     return [(n.lower(), _header_text(v)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
@@ -592,13 +675,12 @@ def _repair_header_block(data: bytes) -> bytes | None:
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse one raw message; never raises.
 
-    `problem` is set only when the message is unusable as mail we could ever act on:
-    the input is empty, it has no header fields at all, or no sender can be found in
-    From, Sender, Reply-To or Return-Path (a null Return-Path `<>` counts as a sender:
-    it identifies an automated message, which can still be classified; so does
-    `From: MAILER-DAEMON <>`). Everything else
-    (broken MIME, bad charsets, bad dates, malformed addresses) is salvaged and noted in
-    `defects`.
+    `problem` is set only when the message is unusable as mail we could ever act on: the input
+    is empty, it has no header fields at all, or no sender can be found in From, Sender,
+    Reply-To or Return-Path. A null sender (`Return-Path: <>`, `From: MAILER-DAEMON <>`) counts
+    as a sender: it marks an automated message, which can still be classified and recorded.
+    Everything else (broken MIME, bad charsets, bad dates, malformed addresses) is salvaged and
+    noted in `defects`.
     """
     try:
         data = bytes(raw)
@@ -613,7 +695,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 def _salvage(data: bytes, problem: str) -> ParsedMessage:
     try:
-        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(data[:MAX_TEXT_BYTES])
+        msg = _header_parser().parsebytes(data[:MAX_TEXT_BYTES])
         items = list(msg.raw_items())[:MAX_HEADERS]
         headers = tuple((n.lower(), _header_text(v)) for n, v in items)
         return ParsedMessage(message_id=None, headers=headers, problem=problem)
@@ -627,17 +709,17 @@ def _parse(data: bytes) -> ParsedMessage:
         return ParsedMessage(message_id=None, problem="empty message")
     defects: list[str] = []
     try:
-        msg = BytesParser(policy=policy.compat32).parsebytes(data)
+        msg = _parser().parsebytes(data)
     except RecursionError:
         # MIME nested deeper than the parser's recursion allows: the headers still count.
         defects.append("NestingTooDeep")
-        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+        msg = _header_parser().parsebytes(data)
 
     if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects):
         repaired = _repair_header_block(data)
         if repaired is not None:
             defects.append("RepairedHeaderBlock")
-            msg = BytesParser(policy=policy.compat32).parsebytes(repaired)
+            msg = _parser().parsebytes(repaired)
 
     raw_headers = list(msg.raw_items())[:MAX_HEADERS]
     headers = tuple((name.lower(), _header_text(value)) for name, value in raw_headers)

@@ -5,11 +5,24 @@ No fuzzy subject matching: two customers with the same subject are two cases.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker.core.message import ParsedMessage
 from worker.core.references import references_in_subject
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
+def candidate_ids(msg: ParsedMessage, *, automated: bool) -> tuple[str, ...]:
+    """The Message-IDs that may thread `msg`, nearest first."""
+    if not automated:
+        return msg.thread_ids
+    enclosed = tuple(
+        token for name, value in msg.enclosed_headers if name == "message-id"
+        for token in _MESSAGE_ID.findall(value))
+    return tuple(dict.fromkeys((*msg.thread_ids, *enclosed)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,14 +48,17 @@ def match_thread(
     known_message_ids: Mapping[str, int],
     cases_by_reference: Mapping[str, KnownCase],
     staff: frozenset[str] = frozenset(),
+    automated: bool = False,
 ) -> ThreadMatch:
     """Match `msg` to a case.
 
     `known_message_ids` maps every Message-ID we stored or sent (among the ones this
     message mentions) to its case; `cases_by_reference` holds the cases whose references
-    appear in the subject.
+    appear in the subject. Automated mail may also be matched by the message it encloses
+    (a bounce returns our message's headers); a person's mail may not, or anyone could join
+    a case by attaching someone else's acknowledgement.
     """
-    for message_id in msg.thread_ids:
+    for message_id in candidate_ids(msg, automated=automated):
         case_id = known_message_ids.get(message_id)
         if case_id is not None:
             return ThreadMatch(case_id=case_id, reason=f"In-Reply-To/References {message_id}")

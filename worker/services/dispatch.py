@@ -76,6 +76,12 @@ class DispatchService:
                         result.outage = str(failure)
                         break
                     continue
+                except Exception as exc:
+                    # A bug on one row must not stop the others; it is retried, then failed.
+                    log.exception("outbox %s: unexpected error while sending", outbox_id)
+                    failure = SendFailure(SendFailureKind.TRANSIENT, f"{type(exc).__name__}: {exc}")
+                    self._record_failure(outbox_id, failure, now, result)
+                    continue
                 self._mark_sent(outbox_id, reply, now)
                 result.sent += 1
         return result

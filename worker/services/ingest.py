@@ -29,7 +29,7 @@ from worker.core.message import Classification, MessageKind, ParsedMessage
 from worker.core.parse import parse_message
 from worker.core.references import references_in_subject
 from worker.core.rules import ProviderRules
-from worker.core.threading import match_thread
+from worker.core.threading import candidate_ids, match_thread
 from worker.errors import MailboxError
 from worker.services.outbox import queue_email
 
@@ -161,12 +161,15 @@ class IngestService:
             return "duplicate"
 
         classification = classify(parsed, own_addresses=self.config.own_addresses)
+        automated = classification.kind.is_automated
         match = match_thread(
             parsed,
-            known_message_ids=repo.known_message_ids(session, parsed.thread_ids),
+            known_message_ids=repo.known_message_ids(
+                session, candidate_ids(parsed, automated=automated)),
             cases_by_reference=repo.cases_by_reference(session,
                                                        references_in_subject(parsed.subject)),
             staff=frozenset(mailbox.staff),
+            automated=automated,
         )
         decision = decide_intake(parsed, classification, match, received_at=fetched.internaldate,
                                  acknowledge=acknowledge, now=now)

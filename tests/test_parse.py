@@ -1,0 +1,588 @@
+"""parse_message: raw bytes to ParsedMessage, for every input, without raising."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from worker.core.message import ParsedMessage
+from worker.core.parse import MAX_TEXT_CHARS, decode_words, parse_message
+
+
+def plain(body: bytes, *, content_type: bytes = b"text/plain; charset=utf-8",
+          extra: bytes = b"", cte: bytes = b"8bit") -> bytes:
+    """A minimal single-part message around `body`."""
+    return (
+        b"From: Jo Bloggs <jo@example.com>\r\n"
+        b"To: complaints@provider.example\r\n"
+        b"Subject: test\r\n"
+        b"Message-ID: <m1@example.com>\r\n"
+        + extra
+        + b"MIME-Version: 1.0\r\n"
+        b"Content-Type: " + content_type + b"\r\n"
+        b"Content-Transfer-Encoding: " + cte + b"\r\n"
+        b"\r\n" + body
+    )
+
+
+# ----------------------------------------------------------------------------- charsets
+
+
+@pytest.mark.parametrize(
+    ("charset", "text", "codec"),
+    [
+        # cp949-only syllable: a strict euc-kr decoder (Python's ks_c_5601 alias) fails on it.
+        pytest.param("ks_c_5601-1987", "똠방각하, 요금 문의드립니다", "cp949", id="ks_c_5601-1987"),
+        pytest.param("windows-1252", "Bill €42 – “wrong”", "cp1252", id="windows-1252"),
+        pytest.param("iso-8859-1", "Café 5€", "cp1252", id="latin1-means-cp1252"),
+        pytest.param("ISO-2022-JP", "請求書が間違っています", "iso2022_jp", id="iso-2022-jp"),
+        pytest.param("utf-7", "Grüße, Rechnung €", "utf-7", id="utf-7"),
+        pytest.param("gb18030", "投诉：网络中断三天", "gb18030", id="gb18030"),
+        pytest.param("gb2312", "投诉网络", "gb18030", id="gb2312-as-gb18030"),
+        pytest.param("shift_jis", "①番の請求", "cp932", id="shift_jis-as-cp932"),
+        pytest.param("windows-1251", "Жалоба на счёт", "cp1251", id="windows-1251"),
+    ],
+)
+def test_body_charsets(charset: str, text: str, codec: str) -> None:
+    raw = plain(text.encode(codec), content_type=f"text/plain; charset={charset}".encode())
+    msg = parse_message(raw)
+    assert msg.problem is None
+    assert msg.text == text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        pytest.param(b"text/plain", "Grüße".encode(), "Grüße", id="missing-charset-utf8"),
+        pytest.param(b"text/plain", "Grüße".encode("cp1252"), "Grüße", id="missing-charset-cp1252"),
+        pytest.param(b"text/plain; charset=us-ascii", "naïve".encode(), "naïve",
+                     id="ascii-label-utf8-bytes"),
+        pytest.param(b"text/plain; charset=x-no-such-charset", "£10".encode(), "£10",
+                     id="unknown-charset-utf8"),
+        pytest.param(b"text/plain; charset=x-no-such-charset", "£10".encode("cp1252"), "£10",
+                     id="unknown-charset-cp1252"),
+        pytest.param(b"text/plain; charset=utf-8", b"caf\xe9", "café", id="latin1-labelled-utf8"),
+        pytest.param(b"text/plain; charset=utf-8", "café".encode() + b"\xff", "café\ufffd",
+                     id="utf8-with-one-bad-byte"),
+        pytest.param(b"text/plain; charset=\"UTF-8\"", "ok ✓".encode(), "ok ✓", id="quoted-charset"),
+        pytest.param(b"text/plain; charset=base64", b"plain", "plain", id="codec-not-a-charset"),
+        pytest.param(b"text/plain; charset=utf-8", b"\x81\x8d\x8f", "\x81\x8d\x8f",
+                     id="undecodable-anywhere-latin1"),
+    ],
+)
+def test_charset_fallbacks(content_type: bytes, body: bytes, expected: str) -> None:
+    assert parse_message(plain(body, content_type=content_type)).text == expected
+
+
+def test_base64_and_quoted_printable_bodies() -> None:
+    b64 = parse_message(plain(b"wqMxMCBjaGFyZ2U=\r\n", cte=b"base64"))
+    assert b64.text == "£10 charge"
+    qp = parse_message(plain(b"=C2=A310 charge, soft=\r\nbreak", cte=b"quoted-printable"))
+    assert qp.text == "£10 charge, softbreak"
+
+
+# ----------------------------------------------------------------------------- RFC 2047 / 2231
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("=?utf-8?q?Caf=C3=A9_bill?=", "Café bill", id="q"),
+        pytest.param("=?UTF-8?B?wqMxMCBjaGFyZ2U=?=", "£10 charge", id="b"),
+        pytest.param("=?utf-8?q?one?= =?utf-8?q?_two?=", "one two", id="adjacent-words-join"),
+        pytest.param("=?utf-8?q?caf=C3?= =?utf-8?q?=A9?=", "café", id="split-multibyte"),
+        pytest.param("Re: =?iso-8859-1?q?r=E9ponse?= now", "Re: réponse now", id="mixed-text"),
+        pytest.param("=?utf-8?q?glued?=text", "gluedtext", id="glued-to-text"),
+        pytest.param("=?utf-8*en?q?lang?=", "lang", id="rfc2231-language"),
+        pytest.param("=?ks_c_5601-1987?B?sPi03A==?=", "공단", id="ks_c_5601-word"),
+        pytest.param("=?x-unknown?q?caf=E9?=", "café", id="unknown-charset-word"),
+        pytest.param("=?utf-8?b?w6k?=", "é", id="b-missing-padding"),
+        pytest.param("=?utf-8?q?no end", "=?utf-8?q?no end", id="unterminated-kept"),
+        pytest.param("=?utf-8?x?bad?=", "=?utf-8?x?bad?=", id="bad-encoding-kept"),
+        pytest.param("plain text", "plain text", id="no-words"),
+    ],
+)
+def test_decode_words(raw: str, expected: str) -> None:
+    assert decode_words(raw) == expected
+
+
+def test_raw_8bit_inside_encoded_word() -> None:
+    # Netscape-era mailers wrote raw Latin-1 bytes inside Q words.
+    raw = plain(b"x", extra=b"Subject: =?iso-8859-1?Q?Die_Hasen_und_die_Fr\xf6sche?=\r\n")
+    msg = parse_message(raw.replace(b"Subject: test\r\n", b""))
+    assert msg.subject == "Die Hasen und die Frösche"
+
+
+def test_raw_utf8_header() -> None:
+    msg = parse_message(plain(b"x").replace(b"Subject: test", "Subject: Rückruf".encode()))
+    assert msg.subject == "Rückruf"
+    assert ("subject", "Rückruf") in msg.headers
+
+
+ATTACHMENTS = (
+    b"From: jo@example.com\r\n"
+    b"Subject: files\r\n"
+    b"Content-Type: multipart/mixed; boundary=XX\r\n"
+    b"\r\n"
+    b"--XX\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"See attached.\r\n"
+    b"--XX\r\n"
+    b"Content-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''Rechnung%20M%C3%A4rz.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"JVBERi0xLjQK\r\n"
+    b"--XX\r\n"
+    b"Content-Type: image/png\r\n"
+    b"Content-Disposition: attachment;\r\n"
+    b" filename*0*=utf-8''%E5%86%99%E7%9C%9F;\r\n"
+    b" filename*1=\"-1.png\"\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"iVBORw0KGgo=\r\n"
+    b"--XX\r\n"
+    b"Content-Type: application/octet-stream; name=\"=?utf-8?B?w6l0w6kudHh0?=\"\r\n"
+    b"\r\n"
+    b"abc\r\n"
+    b"--XX\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Disposition: attachment; filename=\"..\\\\..\\\\evil.txt\"\r\n"
+    b"\r\n"
+    b"log\r\n"
+    b"--XX--\r\n"
+)
+
+
+def test_attachments_with_rfc2231_and_rfc2047_names() -> None:
+    msg = parse_message(ATTACHMENTS)
+    assert msg.text == "See attached."
+    names = [(a.filename, a.content_type, a.size) for a in msg.attachments]
+    assert names == [
+        ("Rechnung März.pdf", "application/pdf", 9),
+        ("写真-1.png", "image/png", 8),
+        ("été.txt", "application/octet-stream", 3),  # the CRLF before a boundary is not content
+        ("evil.txt", "text/plain", 3),  # path components are never kept
+    ]
+
+
+# ----------------------------------------------------------------------------- body selection
+
+ALTERNATIVE = (
+    b"From: jo@example.com\r\n"
+    b"Content-Type: multipart/alternative; boundary=AA\r\n"
+    b"\r\n"
+    b"--AA\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Plain version\r\n"
+    b"--AA\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b"<p>HTML <b>version</b></p>\r\n"
+    b"--AA--\r\n"
+)
+
+HTML_ONLY = (
+    b"From: jo@example.com\r\n"
+    b"Content-Type: text/html; charset=windows-1252\r\n"
+    b"\r\n"
+    b"<html><body><p>Charged \x8010 twice</p><blockquote>old</blockquote></body></html>\r\n"
+)
+
+MIXED_HTML_THEN_TEXT = (
+    b"From: jo@example.com\r\n"
+    b"Content-Type: multipart/mixed; boundary=MM\r\n"
+    b"\r\n"
+    b"--MM\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b"<p>The message</p>\r\n"
+    b"--MM\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"-- signature\r\n"
+    b"--MM--\r\n"
+)
+
+RELATED_IN_ALTERNATIVE = (
+    b"From: jo@example.com\r\n"
+    b"Content-Type: multipart/alternative; boundary=A1\r\n"
+    b"\r\n"
+    b"--A1\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"plain\r\n"
+    b"--A1\r\n"
+    b"Content-Type: multipart/related; boundary=R1\r\n"
+    b"\r\n"
+    b"--R1\r\n"
+    b"Content-Type: text/html\r\n"
+    b"\r\n"
+    b"<p>rich</p>\r\n"
+    b"--R1\r\n"
+    b"Content-Type: image/gif\r\n"
+    b"Content-ID: <logo>\r\n"
+    b"\r\n"
+    b"GIF89a\r\n"
+    b"--R1--\r\n"
+    b"--A1--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "text", "from_html", "html_contains", "attachment_types"),
+    [
+        pytest.param(ALTERNATIVE, "Plain version", False, "<b>version</b>", [], id="alternative"),
+        pytest.param(HTML_ONLY, "Charged €10 twice\n> old", True, "Charged", [], id="html-only"),
+        pytest.param(MIXED_HTML_THEN_TEXT, "The message\n-- signature", True, "The message", [],
+                     id="mixed-html-and-text"),
+        pytest.param(RELATED_IN_ALTERNATIVE, "plain", False, "rich", ["image/gif"],
+                     id="related-inside-alternative"),
+    ],
+)
+def test_body_selection(raw: bytes, text: str, from_html: bool, html_contains: str,
+                        attachment_types: list[str]) -> None:
+    msg = parse_message(raw)
+    assert msg.text == text
+    assert msg.text_from_html is from_html
+    assert msg.html is not None and html_contains in msg.html
+    assert [a.content_type for a in msg.attachments] == attachment_types
+
+
+def test_text_is_capped() -> None:
+    msg = parse_message(plain(b"x" * (MAX_TEXT_CHARS + 50_000)))
+    assert len(msg.text) == MAX_TEXT_CHARS
+    assert "TextTruncated" in msg.defects
+
+
+def test_truncation_does_not_break_multibyte_text() -> None:
+    body = "é".encode() * MAX_TEXT_CHARS  # 2 bytes per char: cut in the middle of the part
+    msg = parse_message(plain(body))
+    assert set(msg.text) == {"é"}
+
+
+# ----------------------------------------------------------------------------- ids
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param(b"Message-ID: <a1@example.com>", ("<a1@example.com>",), id="plain"),
+        pytest.param(b"Message-ID:   a1@example.com  ", ("<a1@example.com>",), id="bare-id"),
+        pytest.param(b"Message-ID: <a1@\r\n example.com>", ("<a1@example.com>",), id="folded"),
+        pytest.param(b"Message-ID: <>", (), id="empty-brackets"),
+    ],
+)
+def test_message_id(header: bytes, expected: tuple[str, ...]) -> None:
+    msg = parse_message(b"From: a@example.com\r\n" + header + b"\r\n\r\nx")
+    assert msg.message_id == (expected[0] if expected else None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "in_reply_to", "references"),
+    [
+        pytest.param(
+            b"In-Reply-To: <p@x>\r\nReferences: <r1@x> <r2@x>\r\n\t<p@x>\r\n",
+            ("<p@x>",), ("<r1@x>", "<r2@x>", "<p@x>"), id="normal",
+        ),
+        pytest.param(b"In-Reply-To: <p@x> (Jo's message of Monday)\r\n", ("<p@x>",), (),
+                     id="comment-after-id"),
+        pytest.param(b"In-Reply-To: Your message of Mon, 1 Jan, p@x\r\n", ("<p@x>",), (),
+                     id="prose-with-bare-id"),
+        pytest.param(b"References: r1@x\r\n", (), ("<r1@x>",), id="bare-reference"),
+        pytest.param(b"References: <r1@x>,<r2@x>\r\nReferences: <r1@x>\r\n", (),
+                     ("<r1@x>", "<r2@x>"), id="commas-and-duplicates"),
+    ],
+)
+def test_threading_ids(headers: bytes, in_reply_to: tuple[str, ...],
+                       references: tuple[str, ...]) -> None:
+    msg = parse_message(b"From: a@example.com\r\n" + headers + b"\r\nx")
+    assert msg.in_reply_to == in_reply_to
+    assert msg.references == references
+
+
+# ----------------------------------------------------------------------------- addresses
+
+
+@pytest.mark.parametrize(
+    ("headers", "from_address", "from_name", "return_path"),
+    [
+        pytest.param(b"From: Jo Bloggs <Jo.Bloggs@Example.COM>", "jo.bloggs@example.com",
+                     "Jo Bloggs", None, id="lower-cased"),
+        pytest.param(b"From: =?utf-8?q?Bj=C3=B6rk?= <bjork@example.is>", "bjork@example.is",
+                     "Björk", None, id="encoded-display-name"),
+        pytest.param(b"From: =?utf-8?q?Smith=2C_Jo?= <jo@example.com>", "jo@example.com",
+                     "Smith, Jo", None, id="encoded-comma-does-not-split"),
+        pytest.param(b"From: \"Clement.Si\" <Claudia.Shu@yahoo.com.>", "claudia.shu@yahoo.com.",
+                     "Clement.Si", None, id="dots-in-phrase"),
+        # RFC 2047 forbids encoded words in an addr-spec; decoding one would allow spoofing.
+        pytest.param(b"From: =?utf-8?q?ceo=40provider.example?=@evil.example",
+                     "=?utf-8?q?ceo=40provider.example?=@evil.example", "", None,
+                     id="no-decoding-inside-addr-spec"),
+        pytest.param(b"Sender: list@example.org", "list@example.org", "", None,
+                     id="sender-fallback"),
+        pytest.param(b"From: a@example.com\r\nReturn-Path: <>", "a@example.com", "", "",
+                     id="null-return-path"),
+        pytest.param(b"From: a@example.com\r\nReturn-Path: <Bounce+X@Example.com>",
+                     "a@example.com", "", "bounce+x@example.com", id="return-path"),
+        pytest.param(b"From: a@example.com\r\nReturn-Path: <mailer-daemon>", "a@example.com", "",
+                     "mailer-daemon", id="return-path-no-domain"),
+        pytest.param(b"From: [garbage]\r\nFrom: Real <real@example.com>", "real@example.com",
+                     "Real", None, id="second-from-is-real"),
+        pytest.param(b"From: MAILER-DAEMON", "mailer-daemon", "", None, id="bare-local-part"),
+    ],
+)
+def test_sender_addresses(headers: bytes, from_address: str, from_name: str,
+                          return_path: str | None) -> None:
+    msg = parse_message(headers + b"\r\nSubject: s\r\n\r\nbody")
+    assert msg.problem is None
+    assert msg.from_address == from_address
+    assert msg.from_name == from_name
+    assert msg.return_path == return_path
+
+
+def test_recipient_lists() -> None:
+    msg = parse_message(
+        b"From: a@example.com\r\n"
+        b"To: \"Smith, Jo\" <JO@example.com>, b@example.com,\r\n c@example.com\r\n"
+        b"Cc: undisclosed-recipients:;\r\n"
+        b"Cc: Team: d@example.com, e@example.com;\r\n"
+        b"Reply-To: Jo <reply@example.com>\r\n"
+        b"\r\nx"
+    )
+    assert msg.to == ("jo@example.com", "b@example.com", "c@example.com")
+    assert msg.cc == ("d@example.com", "e@example.com")
+    assert msg.reply_to == ("reply@example.com",)
+
+
+# ----------------------------------------------------------------------------- other headers
+
+
+def test_subject_is_one_clean_line() -> None:
+    msg = parse_message(
+        b"From: a@example.com\r\nSubject:  Line one\r\n\tline two\x07 =?utf-8?q?a=0Db?=  \r\n\r\nx"
+    )
+    assert msg.subject == "Line one\tline two  a b".replace("\t", " ")
+    assert "\n" not in msg.subject and "\r" not in msg.subject
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(b"Tue, 3 Mar 2026 09:15:00 +0000", datetime(2026, 3, 3, 9, 15, tzinfo=UTC),
+                     id="utc"),
+        pytest.param(b"Tue, 3 Mar 2026 09:15:00 +0100",
+                     datetime(2026, 3, 3, 9, 15, tzinfo=timezone(timedelta(hours=1))), id="offset"),
+        pytest.param(b"3 Mar 2026 09:15:00 -0000", datetime(2026, 3, 3, 9, 15, tzinfo=UTC),
+                     id="minus-zero-is-utc"),
+        pytest.param(b"yesterday afternoon", None, id="garbage"),
+        pytest.param(b"Tue, 99 Foo 2026 99:99:99 +9999", None, id="out-of-range"),
+    ],
+)
+def test_date(value: bytes, expected: datetime | None) -> None:
+    msg = parse_message(b"From: a@example.com\r\nDate: " + value + b"\r\n\r\nx")
+    assert msg.date == expected
+    if msg.date is not None:
+        assert msg.date.tzinfo is not None
+
+
+def test_headers_in_order_lower_cased_and_decoded() -> None:
+    msg = parse_message(
+        b"Received: from a\r\n by b; Tue, 3 Mar 2026 09:15:00 +0000\r\n"
+        b"From: a@example.com\r\n"
+        b"X-Custom: =?utf-8?q?caf=C3=A9?=\r\n"
+        b"X-Custom: second\r\n"
+        b"\r\nx"
+    )
+    assert msg.headers == (
+        ("received", "from a by b; Tue, 3 Mar 2026 09:15:00 +0000"),
+        ("from", "a@example.com"),
+        ("x-custom", "café"),
+        ("x-custom", "second"),
+    )
+    assert msg.header("X-CUSTOM") == "café"
+    assert msg.header_values("x-custom") == ("café", "second")
+
+
+DSN = (
+    b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
+    b"To: complaints@provider.example\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\n"
+    b"Content-Type: multipart/report; report-type=\"Delivery-Status\"; boundary=\"B\"\r\n"
+    b"\r\n"
+    b"--B\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"I'm sorry to have to inform you that your message could not be delivered.\r\n"
+    b"--B\r\n"
+    b"Content-Type: message/delivery-status\r\n"
+    b"\r\n"
+    b"Reporting-MTA: dns; mx.example.net\r\n"
+    b"\r\n"
+    b"Final-Recipient: rfc822; gone@example.org\r\n"
+    b"Action: failed\r\n"
+    b"Status: 5.1.1\r\n"
+    b"Diagnostic-Code: smtp; 550 5.1.1 user\r\n"
+    b"  unknown\r\n"
+    b"--B\r\n"
+    b"Content-Type: text/rfc822-headers\r\n"
+    b"\r\n"
+    b"From: complaints@provider.example\r\n"
+    b"Message-ID: <ack-1@provider.example>\r\n"
+    b"X-Complaints-Worker-Purpose: acknowledgement\r\n"
+    b"--B--\r\n"
+)
+
+
+def test_report_structure() -> None:
+    msg = parse_message(DSN)
+    assert msg.content_type == "multipart/report"
+    assert msg.report_type == "delivery-status"
+    assert msg.text.startswith("I'm sorry")
+    assert ("action", "failed") in msg.report_fields
+    assert ("final-recipient", "rfc822; gone@example.org") in msg.report_fields
+    # Unfolding removes the line break only (RFC 5322 section 2.2.3), not the white space.
+    assert ("diagnostic-code", "smtp; 550 5.1.1 user  unknown") in msg.report_fields
+    assert ("message-id", "<ack-1@provider.example>") in msg.enclosed_headers
+    assert [a.content_type for a in msg.attachments] == [
+        "message/delivery-status", "text/rfc822-headers",
+    ]
+
+
+def test_enclosed_message_rfc822() -> None:
+    raw = DSN.replace(b"Content-Type: text/rfc822-headers", b"Content-Type: message/rfc822")
+    msg = parse_message(raw)
+    assert ("x-complaints-worker-purpose", "acknowledgement") in msg.enclosed_headers
+    assert msg.attachments[-1].content_type == "message/rfc822"
+    assert msg.attachments[-1].size > 0
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        pytest.param(b"", "empty message", id="empty"),
+        pytest.param(b"\r\n\r\n  \r\n", "empty message", id="blank-lines"),
+        pytest.param(b"Hello, this is just some text\r\nwith no headers.\r\n", "no header fields",
+                     id="no-headers"),
+        pytest.param(b"Subject: hi\r\nTo: a@example.com\r\n\r\nbody", "no sender address",
+                     id="no-sender"),
+        pytest.param(b"From: John Smith\r\nSubject: hi\r\n\r\nbody", "no sender address",
+                     id="from-without-address"),
+    ],
+)
+def test_problem_cases(raw: bytes, problem: str) -> None:
+    msg = parse_message(raw)
+    assert msg.problem is not None and msg.problem.startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"Return-Path: <>\r\nSubject: Mail delivery failed\r\n\r\nx", id="null-path"),
+        pytest.param(b"From: MAILER-DAEMON <>\r\nSubject: failed\r\n\r\nx", id="null-from"),
+        pytest.param(b"Reply-To: r@example.com\r\n\r\nx", id="reply-to-only"),
+    ],
+)
+def test_automated_sender_is_not_a_problem(raw: bytes) -> None:
+    assert parse_message(raw).problem is None
+
+
+def test_no_headers_keeps_text() -> None:
+    msg = parse_message(b"just a body line\n")
+    assert msg.problem == "no header fields"
+    assert msg.text == "just a body line\n"
+
+
+# ----------------------------------------------------------------------------- broken input
+
+
+def test_missing_boundary_salvages_text() -> None:
+    msg = parse_message(
+        b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=nothere\r\n\r\n"
+        b"The customer's words\r\n"
+    )
+    assert msg.problem is None
+    assert "The customer's words" in msg.text
+    assert "StartBoundaryNotFound" in msg.defects
+
+
+def test_unindented_continuation_line_is_repaired() -> None:
+    msg = parse_message(
+        b"Return-Path: <jo@example.com>\r\n"
+        b"X-Tracker: AAAABBBB\r\n"
+        b"CCCCDDDD\r\n"
+        b"From: Jo <jo@example.com>\r\n"
+        b"Subject: still found\r\n"
+        b"\r\n"
+        b"body\r\n"
+    )
+    assert msg.subject == "still found"
+    assert msg.from_address == "jo@example.com"
+    assert msg.text == "body\n"
+    assert "RepairedHeaderBlock" in msg.defects
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"From: a@example.com\rSubject: cr\r\rbody\rline\r", id="cr-only"),
+        pytest.param(b"From: a@example.com\r\nSubject: cr\r\n\r\nbody\r\nline\r\n", id="crlf"),
+        pytest.param(b"From a@example.com Mon Jan  1 00:00:00 2026\nFrom: a@example.com\n"
+                     b"Subject: cr\n\nbody\nline\n", id="mbox-from-line"),
+        pytest.param(b"\r\n\r\nFrom: a@example.com\r\nSubject: cr\r\n\r\nbody\r\nline\r\n",
+                     id="leading-blank-lines"),
+    ],
+)
+def test_line_endings(raw: bytes) -> None:
+    msg = parse_message(raw)
+    assert msg.subject == "cr"
+    assert msg.text == "body\nline\n"
+
+
+def test_nul_bytes_removed() -> None:
+    msg = parse_message(b"From: a@example.com\r\nSubject: a\x00b\r\n\r\nx\x00y")
+    assert msg.subject == "a b"  # a control character in a header becomes a space
+    assert msg.text == "xy"
+
+
+def test_deep_nesting_does_not_raise() -> None:
+    raw = b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n" + b"".join(
+        b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+        for i in range(3_000)
+    )
+    msg = parse_message(raw)
+    assert msg.from_address == "a@example.com"
+    assert msg.problem is None
+
+
+def test_semicolon_flood_in_content_type_is_cheap() -> None:
+    # The stdlib parameter splitter is quadratic here; ours must not be (no timing asserted,
+    # but the quadratic version takes minutes at this size).
+    raw = plain(b"x", content_type=b'multipart/mixed; boundary="' + b";" * 300_000 + b'"')
+    assert parse_message(raw).from_address == "jo@example.com"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_never_raises_on_random_or_mutated_bytes(seed: int) -> None:
+    rng = random.Random(seed)
+    samples = [ATTACHMENTS, DSN, ALTERNATIVE, HTML_ONLY, RELATED_IN_ALTERNATIVE]
+    for _ in range(60):
+        base = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 40)):
+            position = rng.randrange(len(base))
+            base[position] = rng.randrange(256)
+        for raw in (bytes(base), bytes(rng.randrange(256) for _ in range(rng.randint(0, 400)))):
+            assert isinstance(parse_message(raw), ParsedMessage)
+
+
+def test_accepts_bytes_like_input() -> None:
+    raw = b"From: a@example.com\r\n\r\nx"
+    assert parse_message(bytearray(raw)).from_address == "a@example.com"  # type: ignore[arg-type]
+    assert parse_message(memoryview(raw)).from_address == "a@example.com"  # type: ignore[arg-type]
