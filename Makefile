@@ -23,7 +23,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff check worker tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy worker/core
