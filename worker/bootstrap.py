@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,8 @@ from worker.services.cycle import Cycle
 from worker.services.dispatch import DispatchService
 from worker.services.ingest import IngestService
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class App:
@@ -39,8 +42,13 @@ class App:
 def load_checked(config_path: Path) -> tuple[Config, dict[str, ProviderRules], TemplateRenderer]:
     """Config, rules and templates, cross-checked; raises ConfigError/RuleError with every problem."""
     config = load_config(config_path)
-    providers = load_rule_set(config.rules_dir)
     renderer = TemplateRenderer(config.templates_dir)
+    rule_set = load_rule_set(
+        config.rules_dir,
+        template_exists=lambda provider, name: not renderer.missing(provider, name))
+    for warning in rule_set.warnings:
+        log.warning("%s", warning)
+    providers = rule_set.providers
     problems: list[Problem] = []
     for index, mailbox in enumerate(config.mailboxes):
         rules = providers.get(mailbox.rules)

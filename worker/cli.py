@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="rules_command", required=True)
     rules_check = rules.add_parser("check", help="validate rule files")
     rules_check.add_argument("paths", nargs="*", type=Path)
+    simulate = rules.add_parser("simulate", help="what the worker would do for one complaint")
+    simulate.add_argument("--provider", required=True, help="provider id (rules/<id>.toml)")
+    simulate.add_argument("--received", required=True, type=_instant,
+                          help="when the complaint arrived (ISO 8601 with offset)")
+    simulate.add_argument("--region", choices=["GB-ENG", "GB-SCT", "GB-NIR"],
+                          help="override the holiday region")
+    simulate.add_argument("--event", action="append", default=[], metavar="KIND@ISO",
+                          help="a case event, e.g. staff-reply@2026-04-02T09:00:00Z (repeatable)")
+    simulate.add_argument("--until", type=_instant, help="end of the timeline (default +10 weeks)")
+    simulate.add_argument("--json", action="store_true")
 
     cases = commands.add_parser("cases", help="inspect cases").add_subparsers(
         dest="cases_command", required=True)
@@ -144,16 +154,97 @@ def _dispatch(args: argparse.Namespace) -> int:
         app.close()
 
 
-def _rules_check(args: argparse.Namespace, path: Path) -> int:
-    from worker.adapters.rules import load_rule_set
+def _rule_folders(path: Path) -> tuple[Path, Path]:
+    """The rules and templates folders: from the config file when there is one, else ./rules."""
+    if path.is_file():
+        config = load_config(path)
+        return config.rules_dir, config.templates_dir
+    return Path("rules"), Path("templates/emails")
 
-    rules_dir = Path("rules")
-    if not args.paths and path.is_file():
-        rules_dir = load_config(path).rules_dir
-    providers = load_rule_set(rules_dir, list(args.paths) or None)
-    for provider in providers.values():
-        print(f"{provider.id}: OK")
+
+def _load_rules(path: Path, paths: list[Path] | None = None) -> Any:
+    from worker.adapters.rules import load_rule_set
+    from worker.adapters.templates import TemplateRenderer
+
+    rules_dir, templates_dir = _rule_folders(path)
+    renderer = TemplateRenderer(templates_dir)
+    rule_set = load_rule_set(rules_dir, paths,
+                             template_exists=lambda provider, name: not renderer.missing(provider,
+                                                                                         name))
+    for warning in rule_set.warnings:
+        print(warning, file=sys.stderr)
+    return rule_set
+
+
+def _rules_check(args: argparse.Namespace, path: Path) -> int:
+    if args.rules_command == "simulate":
+        return _rules_simulate(args, path)
+    rule_set = _load_rules(path, list(args.paths) or None)
+    for provider in rule_set.providers.values():
+        print(f"{provider.id}: OK ({len(provider.obligations)} obligations)")
     return EXIT_OK
+
+
+def _rules_simulate(args: argparse.Namespace, path: Path) -> int:
+    from worker.core.calendar import BusinessCalendar
+    from worker.core.lifecycle import events_of, plan
+
+    rule_set = _load_rules(path)
+    rules = rule_set.providers.get(args.provider)
+    if rules is None:
+        known = ", ".join(sorted(rule_set.providers))
+        print(f"complaints-worker: no provider '{args.provider}' (known: {known})", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        events = events_of(args.event)
+    except ValueError as exc:
+        print(f"complaints-worker: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.region:
+        rules = rules.with_region(args.region)
+    calendar = BusinessCalendar.build(rules.calendar_spec())
+    result = plan(rules, calendar, received=args.received, events=events, until=args.until)
+    data = _plan_json(rules, args.received, result)
+    _output(data, args.json, _print_plan)
+    return EXIT_OK
+
+
+def _utc(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+def _plan_json(rules: Any, received: datetime, result: Any) -> dict[str, Any]:
+    obligations: dict[str, Any] = {}
+    for item in result.obligations:
+        entry: dict[str, Any] = {"due": _utc(item.due), "met": _utc(item.met)}
+        if item.repeating:
+            entry["next_due"] = _utc(item.next_due)
+        if item.hard_limit:
+            entry["hard_limit"] = _utc(item.hard_limit)
+        obligations[item.id] = entry
+    timeline = []
+    for action in result.timeline:
+        entry = {"at": _utc(action.at), "action": action.action}
+        for key in ("template", "to", "obligation", "note"):
+            if value := getattr(action, key):
+                entry[key] = value
+        timeline.append(entry)
+    return {"provider": rules.id, "region": rules.holiday_region, "received": _utc(received),
+            "obligations": obligations, "timeline": timeline}
+
+
+def _print_plan(data: dict[str, Any]) -> None:
+    print(f"{data['provider']} ({data['region']}), complaint received {data['received']}\n")
+    print(f"{'obligation':<20} {'due':<26} {'met':<26} next due")
+    for name, item in data["obligations"].items():
+        print(f"{name:<20} {item['due'] or '-':<26} {item['met'] or '-':<26} "
+              f"{item.get('next_due') or ''}")
+    print(f"\n{'when (UTC)':<26} {'action':<9} {'what':<30} note")
+    for entry in data["timeline"]:
+        what = entry.get("template") or entry.get("obligation") or ""
+        if entry.get("to"):
+            what = f"{what} -> {entry['to']}" if what else f"-> {entry['to']}"
+        print(f"{entry['at']:<26} {entry['action']:<9} {what:<30} {entry.get('note', '')}")
 
 
 def _require_current_schema(app: Any) -> None:
