@@ -22,6 +22,7 @@ from worker.errors import ConfigError, Problem, TemplateError
 from worker.services.cycle import Cycle
 from worker.services.dispatch import DispatchService
 from worker.services.ingest import IngestService
+from worker.services.rules_watch import RulesWatcher
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,15 @@ def load_checked(config_path: Path) -> tuple[Config, dict[str, ProviderRules], T
     """Config, rules and templates, cross-checked; raises ConfigError/RuleError with every problem."""
     config = load_config(config_path)
     renderer = TemplateRenderer(config.templates_dir)
+    return config, check_rules(config, renderer), renderer
+
+
+def check_rules(config: Config, renderer: TemplateRenderer) -> dict[str, ProviderRules]:
+    """Load the rule files and check them against the config's mailboxes and the templates.
+
+    Start-up and every reload run exactly these checks, so a reload accepts nothing that
+    start-up would refuse.
+    """
     rule_set = load_rule_set(
         config.rules_dir,
         template_exists=lambda provider, name: not renderer.missing(provider, name))
@@ -53,34 +63,44 @@ def load_checked(config_path: Path) -> tuple[Config, dict[str, ProviderRules], T
     for index, mailbox in enumerate(config.mailboxes):
         rules = providers.get(mailbox.rules)
         if rules is None:
-            problems.append(Problem(str(config.path), _mailbox_line(config_path, index),
+            problems.append(Problem(str(config.path), _mailbox_line(config.path, index),
                                     f"mailbox '{mailbox.name}': no rule file "
                                     f"{config.rules_dir / (mailbox.rules + '.toml')}"))
             continue
-        problems.extend(_template_problems(config, renderer, rules, config_path, index))
+        problems.extend(_template_problems(config, renderer, rules, index))
     if problems:
         raise ConfigError(problems)
-    return config, providers, renderer
+    return providers
+
+
+def templates_used(rules: ProviderRules) -> list[str]:
+    names = [rules.acknowledgement_template]
+    names += [o.template for o in rules.obligations if o.template]
+    if rules.deadlock:
+        names.append(rules.deadlock.template)
+    return list(dict.fromkeys(names))
 
 
 def _template_problems(config: Config, renderer: TemplateRenderer, rules: ProviderRules,
-                       config_path: Path, index: int) -> list[Problem]:
+                       index: int) -> list[Problem]:
     """Render each template once with sample data, so a broken one fails at start-up, not on mail."""
-    line = _mailbox_line(config_path, index)
-    name = rules.acknowledgement_template
-    missing = renderer.missing(rules.id, name)
-    if missing:
-        return [Problem(str(config.path), line, f"provider {rules.id}: template file(s) "
-                        f"{', '.join(missing)} not found in {config.templates_dir}")]
+    line = _mailbox_line(config.path, index)
     sample = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
     context = letter_context(rules=rules, reference=f"{rules.reference_prefix}-2026-000001",
                              customer_name="Sample Customer", customer_address="customer@example.com",
                              subject="Sample complaint", received_at=sample, first_raised_at=sample)
-    try:
-        renderer.render(rules.id, name, context)
-    except TemplateError as exc:
-        return [Problem(str(config.path), line, f"provider {rules.id}: {exc}")]
-    return []
+    problems = []
+    for name in templates_used(rules):
+        missing = renderer.missing(rules.id, name)
+        if missing:
+            problems.append(Problem(str(config.path), line, f"provider {rules.id}: template file(s) "
+                                    f"{', '.join(missing)} not found in {config.templates_dir}"))
+            continue
+        try:
+            renderer.render(rules.id, name, context)
+        except TemplateError as exc:
+            problems.append(Problem(str(config.path), line, f"provider {rules.id}: {exc}"))
+    return problems
 
 
 def _mailbox_line(config_path: Path, index: int) -> int:
@@ -96,7 +116,18 @@ def build_app(config_path: Path) -> App:
     ingest = IngestService(sessions=sessions, providers=providers, renderer=renderer, config=config)
     dispatch = DispatchService(sessions=sessions, sender_factory=lambda: SmtpSender(config.smtp),
                                settings=config.worker)
+    app_holder: list[App] = []
+
+    def use_rules(new: dict[str, ProviderRules]) -> None:
+        ingest.providers = new
+        app_holder[0].providers = new
+
+    watcher = RulesWatcher(folders=(config.rules_dir, config.templates_dir), providers=providers,
+                           load=lambda: check_rules(config, TemplateRenderer(config.templates_dir)),
+                           on_change=use_rules)
     cycle = Cycle(config=config, sessions=sessions, ingest=ingest, dispatch=dispatch,
-                  mailbox_factory=ImapMailbox)
-    return App(config=config, engine=engine, sessions=sessions, providers=providers,
+                  mailbox_factory=ImapMailbox, rules_watcher=watcher)
+    app = App(config=config, engine=engine, sessions=sessions, providers=providers,
                renderer=renderer, cycle=cycle)
+    app_holder.append(app)
+    return app

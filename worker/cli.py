@@ -123,22 +123,41 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("database is at the latest schema")
         return EXIT_OK
 
+    if args.command in ("once", "run"):
+        return _work(args, path)
+    return _read(args, path)
+
+
+def _work(args: argparse.Namespace, path: Path) -> int:
     from worker.bootstrap import build_app
-    from worker.services import queries
 
     app = build_app(path)
     try:
-        _require_current_schema(app)
+        _require_current_schema(app.config.database_url, app.engine)
         if args.command == "once":
             result = app.cycle.run_pass(now=args.now or datetime.now(UTC),
                                         acknowledge=False if args.no_acknowledge else None)
             _print_pass(result)
             return EXIT_OK if result.ok else EXIT_FAILURE
-        if args.command == "run":
-            return _run_forever(app)
-        with app.sessions() as session:
+        return _run_forever(app)
+    finally:
+        app.close()
+
+
+def _read(args: argparse.Namespace, path: Path) -> int:
+    """status and cases: they need the database, not valid rules (status reports on those)."""
+    from worker.adapters.db import make_engine, session_factory
+    from worker.services import queries
+
+    config = load_config(path)
+    engine = make_engine(config.database_url)
+    try:
+        _require_current_schema(config.database_url, engine)
+        with session_factory(engine)() as session:
             if args.command == "status":
-                _output(queries.status(session, app.config), args.json, _print_status)
+                data = queries.status(session, config)
+                data["rules"] = _rules_state(config)
+                _output(data, args.json, _print_status)
             elif args.cases_command == "list":
                 rows = queries.list_cases(session, provider=args.provider,
                                           status_filter=args.status)
@@ -151,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 _output(case, args.json, _print_case)
         return EXIT_OK
     finally:
-        app.close()
+        engine.dispose()
 
 
 def _rule_folders(path: Path) -> tuple[Path, Path]:
@@ -247,14 +266,14 @@ def _print_plan(data: dict[str, Any]) -> None:
         print(f"{entry['at']:<26} {entry['action']:<9} {what:<30} {entry.get('note', '')}")
 
 
-def _require_current_schema(app: Any) -> None:
+def _require_current_schema(url: str, engine: Any) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from worker.adapters.db import alembic_config
 
-    head = ScriptDirectory.from_config(alembic_config(app.config.database_url)).get_current_head()
-    with app.engine.connect() as connection:
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     if current != head:
         raise WorkerError(f"the database schema is at {current or 'nothing'}, not {head}: "
@@ -307,7 +326,24 @@ def _print_pass(result: Any) -> None:
           + (f" (SMTP unavailable: {d.outage})" if d.outage else ""))
 
 
+def _rules_state(config: Any) -> dict[str, Any]:
+    """Whether the rule files on disk would be accepted by a reload right now."""
+    from worker.adapters.templates import TemplateRenderer
+    from worker.bootstrap import check_rules
+
+    try:
+        check_rules(config, TemplateRenderer(config.templates_dir))
+    except InvalidInput as exc:
+        return {"valid": False, "problems": [str(p) for p in exc.problems],
+                "note": "a running worker keeps its last good rules until these are fixed"}
+    return {"valid": True, "problems": []}
+
+
 def _print_status(data: dict[str, Any]) -> None:
+    rules = data["rules"]
+    print("rules: OK" if rules["valid"] else f"rules: INVALID ({rules['note']})")
+    for problem in rules["problems"]:
+        print(f"  {problem}")
     for m in data["mailboxes"]:
         state = f"ERROR {m['last_error']}" if m["last_error"] else "ok"
         print(f"{m['name']:<20} {m['provider']:<26} last success {m['last_success_at'] or 'never'}"

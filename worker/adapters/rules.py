@@ -98,8 +98,8 @@ class _ProviderLoader:
         self.data = self.check.doc.data
         self.template_exists = template_exists
         self.warnings: list[Problem] = []
-        # Built once the hours are valid; used to check hard limits against due times.
-        self.calendar: BusinessCalendar | None = None
+        # Known once the hours are valid; a calendar is built from it only to check hard limits.
+        self.calendar_spec: CalendarSpec | None = None
 
     def load(self) -> ProviderRules | None:
         check, data = self.check, self.data
@@ -144,9 +144,9 @@ class _ProviderLoader:
         weekly, confirmed = self._hours()
         closures, extra_days = self._calendar()
         if len(check.problems) == before_calendar and region in HOLIDAY_REGIONS:
-            self.calendar = BusinessCalendar.build(CalendarSpec(
+            self.calendar_spec = CalendarSpec(
                 timezone=timezone, weekly_hours=weekly, holiday_region=region,
-                closures=closures, extra_working_days=extra_days))
+                closures=closures, extra_working_days=extra_days)
         ack = check.table(data, ("acknowledgement",))
         check.unknown_keys(ack, ("acknowledgement",), {"template", "next_steps"})
         ack_template = check.string(ack, ("acknowledgement", "template"), default="acknowledgement")
@@ -408,10 +408,11 @@ class _ProviderLoader:
 
     def _hard_limit_not_before_due(self, due: Duration, hard_limit: Duration, at: KeyPath) -> None:
         """A hard limit earlier than the due time is impossible; checked over a sample week."""
-        if self.calendar is None:
+        if self.calendar_spec is None:
             return
+        calendar = BusinessCalendar.build(self.calendar_spec)
         starts = [datetime(2026, 6, 1, tzinfo=UTC) + timedelta(hours=h) for h in range(0, 168, 5)]
-        if any(due_at(self.calendar, hard_limit, start) < due_at(self.calendar, due, start)
+        if any(due_at(calendar, hard_limit, start) < due_at(calendar, due, start)
                for start in starts):
             self.check.error(at, "hard_limit can fall before the due time")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import calendar
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,8 +17,11 @@ def local_datetime_text(instant: datetime, timezone: str) -> str:
 
 
 def local_date_text(instant: datetime, timezone: str) -> str:
-    local = instant.astimezone(ZoneInfo(timezone))
-    return f"{local.day} {local:%B %Y}"
+    return _date_text(instant.astimezone(ZoneInfo(timezone)).date())
+
+
+def _date_text(day: date) -> str:
+    return f"{day.day} {day:%B %Y}"
 
 
 def _scheme(scheme: Scheme | None) -> dict[str, Any] | None:
@@ -25,6 +29,14 @@ def _scheme(scheme: Scheme | None) -> dict[str, Any] | None:
         return None
     return {"id": scheme.id, "name": scheme.name, "web": scheme.web, "phone": scheme.phone,
             "email": scheme.email, "post": scheme.post, "free": scheme.free}
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` later; the 29th-31st fall back to the month's last day."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    last = calendar.monthrange(year, month)[1]
+    return date(year, month, min(day.day, last))
 
 
 def letter_context(
@@ -36,6 +48,7 @@ def letter_context(
     subject: str,
     received_at: datetime,
     first_raised_at: datetime,
+    sent_at: datetime | None = None,
 ) -> dict[str, Any]:
     scheme = _scheme(rules.scheme)
     adr = None
@@ -46,7 +59,14 @@ def letter_context(
             "referral_window_months": rules.regime.referral_window_months,
             "scheme": scheme,
         }
+    letter_day = (sent_at or received_at).astimezone(ZoneInfo(rules.timezone)).date()
+    months = rules.regime.referral_window_months if rules.regime else 12
+    letter = {
+        "date_local": f"{letter_day.day} {letter_day:%B %Y}",
+        "referral_deadline_local": _date_text(add_months(letter_day, months)),
+    }
     return {
+        "letter": letter,
         "reference": reference,
         "provider": {"id": rules.id, "name": rules.name,
                      "complaints_address": rules.complaints_address,

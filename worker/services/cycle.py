@@ -21,6 +21,7 @@ from worker.config import Config, MailboxConfig
 from worker.errors import MailboxError
 from worker.services.dispatch import DispatchResult, DispatchService
 from worker.services.ingest import IngestService, PollResult
+from worker.services.rules_watch import RulesWatcher
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class PassResult:
 class Cycle:
     def __init__(self, *, config: Config, sessions: sessionmaker[Session], ingest: IngestService,
                  dispatch: DispatchService,
-                 mailbox_factory: Callable[[MailboxConfig], MailboxSource]) -> None:
+                 mailbox_factory: Callable[[MailboxConfig], MailboxSource],
+                 rules_watcher: RulesWatcher | None = None) -> None:
         self.config = config
         self.sessions = sessions
         self.ingest = ingest
@@ -56,11 +58,14 @@ class Cycle:
         self.mailbox_factory = mailbox_factory
         self.health: dict[str, MailboxHealth] = {m.name: MailboxHealth() for m in config.mailboxes}
         self._smtp_outage: str | None = None
+        self.rules_watcher = rules_watcher
 
     def run_pass(self, *, now: datetime, acknowledge: bool | None = None,
                  respect_backoff: bool = False,
                  should_stop: Callable[[], bool] = lambda: False) -> PassResult:
         result = PassResult()
+        if self.rules_watcher is not None:
+            self.rules_watcher.refresh()
         for mailbox in self.config.mailboxes:
             if should_stop():
                 break
