@@ -23,6 +23,7 @@ from worker.services.cycle import Cycle
 from worker.services.dispatch import DispatchService
 from worker.services.ingest import IngestService
 from worker.services.rules_watch import RulesWatcher
+from worker.services.timers import Calendars, replan_open_cases
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +114,15 @@ def build_app(config_path: Path) -> App:
     config, providers, renderer = load_checked(config_path)
     engine = make_engine(config.database_url)
     sessions = session_factory(engine)
-    ingest = IngestService(sessions=sessions, providers=providers, renderer=renderer, config=config)
+    calendars = Calendars()
+    ingest = IngestService(sessions=sessions, providers=providers, renderer=renderer, config=config,
+                           calendars=calendars)
     dispatch = DispatchService(sessions=sessions, sender_factory=lambda: SmtpSender(config.smtp),
                                settings=config.worker)
     app_holder: list[App] = []
 
-    def use_rules(new: dict[str, ProviderRules]) -> None:
+    def use_rules(new: dict[str, ProviderRules], now: datetime) -> None:
+        replan_open_cases(sessions, calendars, ingest.providers, new, now=now)
         ingest.providers = new
         app_holder[0].providers = new
 

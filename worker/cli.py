@@ -379,6 +379,10 @@ def _print_case(case: dict[str, Any]) -> None:
         print(f"    subject: {m['subject']}")
         for line in (m["text"] or "").strip().splitlines()[:40]:
             print(f"    | {line}")
+    print("\ntimers:")
+    for t in case["timers"]:
+        promised = " (promised to the customer)" if t["promised"] else ""
+        print(f"  {t['due_at']}  {t['rule']} {t['kind']}  [{t['status']}]{promised}")
     print("\naudit trail:")
     for e in case["events"]:
         detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if v not in (None, [], ""))

@@ -177,6 +177,33 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class Timer(Base):
+    """One planned deadline of a case: an obligation's due time or hard limit, from its rule."""
+
+    __tablename__ = "timer"
+    __table_args__ = (
+        Index(None, "status", "due_at"),
+        UniqueConstraint("case_id", "obligation_id", "kind", "occurrence"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    # The rule-file obligation id (initial_response, adr_letter, ...).
+    obligation_id: Mapped[str] = mapped_column(String(100))
+    # due | hard_limit
+    kind: Mapped[str] = mapped_column(String(20))
+    # 1 for single obligations; the occurrence number for repeating ones.
+    occurrence: Mapped[int] = mapped_column(Integer, default=1)
+    # When the obligation's clock started (its trigger).
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # pending | fired | cancelled | met
+    status: Mapped[str] = mapped_column(String(20))
+    # The due time was stated to the customer, so a rule change never moves it.
+    promised: Mapped[bool] = mapped_column(default=False)
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ReferenceCounter(Base):
     """The last case number issued per reference prefix and year."""
 

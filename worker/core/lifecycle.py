@@ -86,6 +86,17 @@ def parse_cadence(text: str) -> Duration:
     return Duration(unit=unit, amount=Decimal(match.group(1)))
 
 
+def obligation_due(rules: ProviderRules, calendar: BusinessCalendar, obligation: Obligation,
+                   start: datetime) -> datetime:
+    """The first due time of `obligation` when its clock starts at `start`."""
+    if obligation.due is None:
+        # The regime's threshold, chosen by the UK local date the complaint was first raised.
+        assert rules.regime is not None
+        local = start.astimezone(ZoneInfo(rules.timezone)).date()
+        return calendar.add_weeks(start, rules.regime.adr_threshold_weeks(local))
+    return due_at(calendar, obligation.due, start)
+
+
 def next_occurrence(calendar: BusinessCalendar, cadence: Duration, previous_due: datetime) -> datetime:
     """The due time after `previous_due` for a repeating obligation.
 
@@ -191,12 +202,7 @@ class _Planner:
         return min(found) if found else None
 
     def due(self, obligation: Obligation, start: datetime) -> datetime:
-        if obligation.due is None:
-            assert self.rules.regime is not None
-            local = start.astimezone(ZoneInfo(self.rules.timezone)).date()
-            weeks = self.rules.regime.adr_threshold_weeks(local)
-            return self.calendar.add_weeks(start, weeks)
-        return due_at(self.calendar, obligation.due, start)
+        return obligation_due(self.rules, self.calendar, obligation, start)
 
     def met_instants(self, obligation: Obligation, letters: dict[str, list[datetime]]) -> list[datetime]:
         found: list[datetime] = []

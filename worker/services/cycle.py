@@ -65,7 +65,7 @@ class Cycle:
                  should_stop: Callable[[], bool] = lambda: False) -> PassResult:
         result = PassResult()
         if self.rules_watcher is not None:
-            self.rules_watcher.refresh()
+            self.rules_watcher.refresh(now)
         for mailbox in self.config.mailboxes:
             if should_stop():
                 break

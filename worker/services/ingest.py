@@ -32,6 +32,7 @@ from worker.core.rules import ProviderRules
 from worker.core.threading import candidate_ids, match_thread
 from worker.errors import MailboxError
 from worker.services.outbox import queue_email
+from worker.services.timers import Calendars, plan_new_case
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,11 @@ class PollResult:
 class IngestService:
     def __init__(
         self, *, sessions: sessionmaker[Session], providers: dict[str, ProviderRules],
-        renderer: TemplateRenderer, config: Config,
+        renderer: TemplateRenderer, config: Config, calendars: Calendars,
     ) -> None:
         self.sessions = sessions
         self.providers = providers
+        self.calendars = calendars
         self.renderer = renderer
         self.config = config
 
@@ -233,6 +235,8 @@ class IngestService:
         repo.add_event(session, case.id, decision.event_kind, at=now, inbound_message_id=row.id,
                        detail={**detail, "reference": case.reference,
                                "first_raised_at": case.first_raised_at.isoformat()})
+        plan_new_case(session, case, rules, self.calendars.for_rules(rules),
+                      acknowledged=decision.acknowledge_to is not None, now=now)
         if decision.acknowledge_to is None:
             repo.add_event(session, case.id, "acknowledgement_not_sent", at=now,
                            detail={"reason": decision.no_acknowledgement_reason})

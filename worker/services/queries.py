@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from worker.adapters.db_models import Case, CaseEvent, InboundMessage, MailboxState, Outbox
+from worker.adapters.db_models import Case, CaseEvent, InboundMessage, MailboxState, Outbox, Timer
 from worker.config import Config
 
 
@@ -100,8 +100,13 @@ def show_case(session: Session, reference: str) -> dict[str, Any] | None:
             "status": row.status, "text": parsed.text,
         })
     messages.sort(key=lambda m: m["at"] or "")
+    timers = session.scalars(select(Timer).where(Timer.case_id == case.id)
+                             .order_by(Timer.due_at, Timer.id))
     return {
         **_case_summary(case),
+        "timers": [{"rule": t.obligation_id, "kind": t.kind, "occurrence": t.occurrence,
+                    "due_at": _iso(t.due_at), "status": t.status, "promised": t.promised}
+                   for t in timers],
         "parties": [{"address": p.address, "name": p.name, "role": p.role} for p in case.parties],
         "messages": messages,
         "events": [{"at": _iso(e.at), "kind": e.kind, "detail": e.detail} for e in events],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from worker.core.rules import ProviderRules
@@ -35,7 +36,7 @@ class RulesWatcher:
 
     def __init__(self, *, folders: tuple[Path, ...], providers: dict[str, ProviderRules],
                  load: Callable[[], dict[str, ProviderRules]],
-                 on_change: Callable[[dict[str, ProviderRules]], None]) -> None:
+                 on_change: Callable[[dict[str, ProviderRules], datetime], None]) -> None:
         self.folders = folders
         self.providers = providers
         self.load = load
@@ -43,8 +44,8 @@ class RulesWatcher:
         self.rejected: list[Problem] = []
         self._fingerprint = fingerprint(*folders)
 
-    def refresh(self) -> bool:
-        """Reload when the files changed; True when new rules came into force."""
+    def refresh(self, now: datetime) -> bool:
+        """Reload when the files changed; True when new rules came into force at `now`."""
         current = fingerprint(*self.folders)
         if current == self._fingerprint:
             return False
@@ -58,6 +59,6 @@ class RulesWatcher:
             return False
         self.rejected = []
         self.providers = providers
-        self.on_change(providers)
+        self.on_change(providers, now)
         log.info("rule files reloaded: %s", ", ".join(sorted(providers)))
         return True
