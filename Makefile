@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test bench lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 ## test: lint, type-check the core, check migrations, run the whole suite
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
+
+## bench: print the benchmark figures (not part of make test)
+bench: $(STAMP)
+	$(BIN)/python bench/calendar_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests $(wildcard bench)
