@@ -41,8 +41,8 @@ def test_once_then_cases_and_status(tmp_path: Path, pymap, smtp, capsys: pytest.
     assert shown["messages"][0]["text"].strip() == "My service has failed (1)."
     assert case["reference"] in shown["messages"][1]["text"]
     assert [e["kind"] for e in shown["events"]] == [
-        "complaint_received", "timer_planned", "timer_planned", "timer_planned", "email_queued",
-        "email_sent"]
+        "complaint_received", "timer_planned", "timer_planned", "timer_planned",
+        "staff_not_notified", "email_queued", "email_sent"]
     # Received Wednesday 1 April 2026, 10:00 BST (RULES-RESEARCH.md WE9a, WE9b, WE9c).
     assert [(t["rule"], t["due_at"]) for t in shown["timers"]] == [
         ("initial_response", "2026-04-02T09:00:00+00:00"),

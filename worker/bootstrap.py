@@ -23,6 +23,7 @@ from worker.services.cycle import Cycle
 from worker.services.dispatch import DispatchService
 from worker.services.ingest import IngestService
 from worker.services.rules_watch import RulesWatcher
+from worker.services.staff import sample_staff_context
 from worker.services.timers import Calendars, replan_open_cases
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,11 @@ def check_rules(config: Config, renderer: TemplateRenderer) -> dict[str, Provide
     return providers
 
 
+STAFF_TEMPLATES = ("staff_notification", "confirmation", "command_error")
+
+
 def templates_used(rules: ProviderRules) -> list[str]:
-    names = [rules.acknowledgement_template]
+    names = [rules.acknowledgement_template, *STAFF_TEMPLATES]
     names += [o.template for o in rules.obligations if o.template]
     if rules.deadlock:
         names.append(rules.deadlock.template)
@@ -90,6 +94,7 @@ def _template_problems(config: Config, renderer: TemplateRenderer, rules: Provid
     context = letter_context(rules=rules, reference=f"{rules.reference_prefix}-2026-000001",
                              customer_name="Sample Customer", customer_address="customer@example.com",
                              subject="Sample complaint", received_at=sample, first_raised_at=sample)
+    staff_context = sample_staff_context(rules)
     problems = []
     for name in templates_used(rules):
         missing = renderer.missing(rules.id, name)
@@ -98,7 +103,7 @@ def _template_problems(config: Config, renderer: TemplateRenderer, rules: Provid
                                     f"{', '.join(missing)} not found in {config.templates_dir}"))
             continue
         try:
-            renderer.render(rules.id, name, context)
+            renderer.render(rules.id, name, staff_context if name in STAFF_TEMPLATES else context)
         except TemplateError as exc:
             problems.append(Problem(str(config.path), line, f"provider {rules.id}: {exc}"))
     return problems

@@ -61,6 +61,8 @@ class MailboxConfig:
     processed_keyword: str
     staff: tuple[str, ...]
     notify: tuple[str, ...]
+    # Authentication-Results authserv-ids of our own receiving servers (RFC 8601).
+    trusted_authserv_ids: tuple[str, ...]
     acknowledge: bool
     fetch_batch: int
 
@@ -165,7 +167,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
 _MAILBOX_KEYS = {
     "name", "rules", "address", "host", "port", "security", "tls_ca_file", "username", "auth",
     "password", "password_env", "token_command", "folder", "processed_folder", "processed_keyword",
-    "staff", "notify", "acknowledge", "fetch_batch",
+    "staff", "notify", "trusted_authserv_ids", "acknowledge", "fetch_batch",
 }
 
 
@@ -221,6 +223,8 @@ def _mailboxes(
             processed_keyword=keyword,
             staff=tuple(a.lower() for a in staff),
             notify=tuple(a.lower() for a in notify),
+            trusted_authserv_ids=tuple(
+                t.lower() for t in check.string_list(table, (*at, "trusted_authserv_ids"))),
             acknowledge=check.boolean(table, (*at, "acknowledge"), default=True),
             fetch_batch=check.integer(table, (*at, "fetch_batch"), default=100, minimum=1,
                                       maximum=1000),

@@ -119,6 +119,15 @@ class Case(Base):
     # When the complaint was first raised through any channel; starts the ADR clock.
     first_raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The stage of the provider's procedure the case is at (rules: [[stages]]).
+    stage: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    assignee: Mapped[str | None] = mapped_column(String(320))
+    # An update cadence agreed with the customer (#updates), replacing the rule's repeat.
+    update_cadence: Mapped[str | None] = mapped_column(String(40))
+    # A staff decision that the ADR letter must not go: vexatious | out-of-jurisdiction.
+    adr_exception: Mapped[str | None] = mapped_column(String(40))
+    adr_exception_reason: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     parties: Mapped[list[CaseParty]] = relationship(back_populates="case", order_by="CaseParty.id")
 

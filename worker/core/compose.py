@@ -27,6 +27,8 @@ class OutgoingMail:
     in_reply_to: str | None = None
     references: Sequence[str] = ()
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # (filename, content type, bytes) of each attachment.
+    attachments: Sequence[tuple[str, str, bytes]] = ()
 
 
 def single_line(value: str, limit: int = 900) -> str:
@@ -58,4 +60,10 @@ def compose(mail: OutgoingMail) -> bytes:
     msg.set_content(mail.text, cte="quoted-printable")
     if mail.html is not None:
         msg.add_alternative(mail.html, subtype="html", cte="quoted-printable")
+    for filename, content_type, data in mail.attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not subtype or maintype in ("multipart", "message"):
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(data, maintype=maintype, subtype=subtype,
+                           filename=single_line(filename, 200))
     return msg.as_bytes()

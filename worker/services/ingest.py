@@ -29,9 +29,11 @@ from worker.core.message import Classification, MessageKind, ParsedMessage
 from worker.core.parse import parse_message
 from worker.core.references import references_in_subject
 from worker.core.rules import ProviderRules
+from worker.core.staff import check_staff
 from worker.core.threading import candidate_ids, match_thread
 from worker.errors import MailboxError
 from worker.services.outbox import queue_email
+from worker.services.staff import StaffDesk, notification_ids
 from worker.services.timers import Calendars, plan_new_case
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class IngestService:
         self.sessions = sessions
         self.providers = providers
         self.calendars = calendars
+        self.desk = StaffDesk(renderer=renderer, config=config, calendars=calendars)
         self.renderer = renderer
         self.config = config
 
@@ -124,21 +127,24 @@ class IngestService:
                 with transaction(self.sessions) as session:
                     return self._ingest(session, mailbox, uidvalidity, fetched, now=now,
                                         acknowledge=acknowledge)
-            except IntegrityError:
-                # Another worker stored the same message first; the second pass sees it.
-                if attempt == 2:
-                    raise
+            except IntegrityError as exc:
+                # Another worker stored the same message first; the second try sees it. A
+                # conflict that persists is a bug in handling this message: quarantine it.
+                if attempt == 1:
+                    continue
+                failure: Exception = exc
             except OperationalError:
                 raise  # The database itself is failing: stop this pass, retry later, lose nothing.
             except Exception as exc:
-                log.exception("mailbox %s uid %s: processing failed; quarantining",
-                              mailbox.name, fetched.uid)
-                with transaction(self.sessions) as session:
-                    self._store(session, mailbox, uidvalidity, fetched, now=now,
-                                parsed=None, status="quarantined",
-                                reason=f"processing failed: {type(exc).__name__}: {exc}"[:2000])
-                    self._advance(session, mailbox, fetched.uid)
-                return "quarantined"
+                failure = exc
+            log.error("mailbox %s uid %s: processing failed; quarantining", mailbox.name,
+                      fetched.uid, exc_info=failure)
+            with transaction(self.sessions) as session:
+                self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=None,
+                            status="quarantined",
+                            reason=f"processing failed: {type(failure).__name__}: {failure}"[:2000])
+                self._advance(session, mailbox, fetched.uid)
+            return "quarantined"
         raise AssertionError("unreachable")
 
     def _ingest(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
@@ -173,21 +179,68 @@ class IngestService:
             staff=frozenset(mailbox.staff),
             automated=automated,
         )
-        decision = decide_intake(parsed, classification, match, received_at=fetched.internaldate,
-                                 acknowledge=acknowledge, now=now)
-        detail = {
+        detail: dict[str, object] = {
             "classification": classification.kind.value,
             "evidence": list(classification.reasons),
             "threading": match.reason,
             "message_id": parsed.message_id,
         }
+        warnings: list[str] = []
+        sender = parsed.from_address or ""
+        if classification.kind is MessageKind.HUMAN and sender in mailbox.staff:
+            check = check_staff(
+                parsed, staff=mailbox.staff,
+                notification_ids=notification_ids(session, match.case_id) if match.case_id else (),
+                trusted_authserv_ids=mailbox.trusted_authserv_ids)
+            if check.proven_by is not None:
+                return self._from_staff(session, mailbox, uidvalidity, fetched, parsed,
+                                        match.case_id, check.proven_by, dedupe_key, detail, now)
+            detail["security"] = "unauthenticated staff address"
+            warnings.append(
+                f"This message claims to come from staff member {sender} but is not "
+                "authenticated: it answers no staff notification and no trusted server reports "
+                "DKIM or DMARC passing. It was treated as customer mail and any commands in it "
+                "were ignored.")
+        if match.quoted_reference:
+            warnings.append(
+                f"The sender quoted case [{match.quoted_reference}] but is not a party to it, so "
+                "they have a case of their own. Check whether they are connected to it.")
+        decision = decide_intake(parsed, classification, match, received_at=fetched.internaldate,
+                                 acknowledge=acknowledge, now=now)
+        if "security" in detail and isinstance(decision, JoinCase):
+            decision = JoinCase(case_id=decision.case_id, event_kind=decision.event_kind,
+                                add_party=None)
         return self._apply(session, decision, mailbox, uidvalidity, fetched, parsed,
-                           classification, detail, dedupe_key=dedupe_key, now=now)
+                           classification, detail, dedupe_key=dedupe_key, now=now,
+                           warnings=warnings)
+
+    def _from_staff(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
+                    fetched: FetchedMessage, parsed: ParsedMessage, case_id: int | None,
+                    proof: str, dedupe_key: str, detail: dict[str, object], now: datetime) -> str:
+        """An authenticated staff member: a reply to a notification, or mail to the customer."""
+        if case_id is None:
+            self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
+                        status="quarantined", dedupe_key=dedupe_key, kind=MessageKind.HUMAN,
+                        reason="staff mail that matches no case (reply to a staff notification, "
+                               "or keep the case reference in the subject)")
+            return "quarantined"
+        case = session.get_one(Case, case_id)
+        rules = self.providers[case.provider_id]
+        row = self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
+                          status="processed", case_id=case.id, dedupe_key=dedupe_key,
+                          kind=MessageKind.HUMAN)
+        repo.add_event(session, case.id, "staff_message_received", at=now,
+                       inbound_message_id=row.id, detail={**detail, "authenticated": proof})
+        if mailbox.address in parsed.to:
+            return self.desk.staff_reply(session, case, rules, mailbox, row, parsed, proof=proof,
+                                         now=now)
+        return self.desk.staff_direct(session, case, row, parsed, proof=proof, now=now,
+                                      rules=rules)
 
     def _apply(self, session: Session, decision: Decision, mailbox: MailboxConfig,
                uidvalidity: int, fetched: FetchedMessage, parsed: ParsedMessage,
                classification: Classification, detail: dict[str, object], *, dedupe_key: str,
-               now: datetime) -> str:
+               now: datetime, warnings: list[str]) -> str:
         if isinstance(decision, Quarantine):
             self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
                         status="quarantined", reason=decision.reason, dedupe_key=dedupe_key,
@@ -203,14 +256,27 @@ class IngestService:
                                role="correspondent", at=now)
             repo.add_event(session, case.id, decision.event_kind, at=now,
                            inbound_message_id=row.id, detail=detail)
+            self._security_event(session, case, row, detail, now)
+            if classification.kind is MessageKind.HUMAN:
+                self.desk.notify(session, case, self.providers[case.provider_id], mailbox, row,
+                                 parsed, first=False, now=now, warnings=warnings)
             return "joined"
         return self._open_case(session, decision, mailbox, uidvalidity, fetched, parsed,
-                               classification, detail, dedupe_key=dedupe_key, now=now)
+                               classification, detail, dedupe_key=dedupe_key, now=now,
+                               warnings=warnings)
+
+    def _security_event(self, session: Session, case: Case, row: InboundMessage,
+                        detail: dict[str, object], now: datetime) -> None:
+        if "security" in detail:
+            repo.add_event(session, case.id, "security_unauthenticated_staff", at=now,
+                           inbound_message_id=row.id,
+                           detail={"sender": row.sender, "reason": detail["security"],
+                                   "action": "treated as customer mail; commands ignored"})
 
     def _open_case(self, session: Session, decision: OpenCase, mailbox: MailboxConfig,
                    uidvalidity: int, fetched: FetchedMessage, parsed: ParsedMessage,
                    classification: Classification, detail: dict[str, object], *,
-                   dedupe_key: str, now: datetime) -> str:
+                   dedupe_key: str, now: datetime, warnings: list[str]) -> str:
         rules = self.providers[mailbox.rules]
         year = decision.first_raised_at.astimezone(ZoneInfo(rules.timezone)).year
         case = Case(
@@ -235,8 +301,11 @@ class IngestService:
         repo.add_event(session, case.id, decision.event_kind, at=now, inbound_message_id=row.id,
                        detail={**detail, "reference": case.reference,
                                "first_raised_at": case.first_raised_at.isoformat()})
+        self._security_event(session, case, row, detail, now)
         plan_new_case(session, case, rules, self.calendars.for_rules(rules),
                       acknowledged=decision.acknowledge_to is not None, now=now)
+        self.desk.notify(session, case, rules, mailbox, row, parsed, first=True, now=now,
+                         warnings=warnings)
         if decision.acknowledge_to is None:
             repo.add_event(session, case.id, "acknowledgement_not_sent", at=now,
                            detail={"reason": decision.no_acknowledgement_reason})

@@ -12,6 +12,7 @@ from worker.adapters.db_models import Case, Outbox
 from worker.adapters.repository import add_event
 from worker.adapters.templates import Rendered
 from worker.core.addresses import domain_of
+from worker.core.attachments import AttachmentData
 from worker.core.compose import OutgoingMail, compose
 from worker.core.references import tagged_subject
 
@@ -37,6 +38,7 @@ def queue_email(
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
     auto_submitted: bool = True,
+    attachments: Sequence[AttachmentData] = (),
 ) -> Outbox:
     """Add the outbox row and its audit event. The UNIQUE idempotency key makes a repeat fail."""
     message_id = new_message_id(from_address)
@@ -53,6 +55,7 @@ def queue_email(
         subject=tagged_subject(case.reference, rendered.subject), message_id=message_id, date=now,
         text=rendered.text, html=rendered.html, in_reply_to=in_reply_to, references=references,
         extra_headers=headers,
+        attachments=[(a.filename, a.content_type, a.data) for a in attachments],
     ))
     row = Outbox(
         idempotency_key=idempotency_key, message_id=message_id, case_id=case.id, mailbox=mailbox,

@@ -1,0 +1,528 @@
+"""Split a staff member's reply into the new text and the quoted history below (or around) it.
+
+Staff answer customers from whatever client they use; the worker relays only what they wrote.
+`extract_reply` keeps the new text (signature included) and removes the quoted history with its
+reply header, returning both so that the audit trail can show what was cut.
+
+How a plain-text body is read, line by line:
+
+* A *quote header* starts the history. There are two sorts:
+  - an *attribution* line, possibly wrapped over several lines, e.g. "On <date>, <name> <addr>
+    wrote:" and its localised forms ("Am ... schrieb ...:", "Le ... a écrit :", "El ... escribió:",
+    "Op ... het volgende geschreven:", "... napisał(a):", "... написал:", Gmail's "<date> <name>
+    <addr>:" when a quoted block follows, ...). Only believed with an address or a date in it;
+  - a *block* marker: "-----Original Message-----" / "-------- Forwarded Message --------" and
+    their translations, "Begin forwarded message:", or an Outlook style header block ("From:",
+    "Sent:", "To:", "Subject:" and translations such as "Von:/Gesendet:/An:/Betreff:" or
+    "De :/Envoyé :/À :/Objet :"), including an "_____" divider just above it. Such history is
+    not ">"-quoted, so everything after a block marker is history, always.
+* Top posting: once the staff member has written something, the first quote header (also one
+  that opens a ">"-quoted block) cuts the message: all that follows is history, whatever it is.
+* Bottom and inline posting: a header *before* any new text is dropped; after an attribution,
+  every ">"-quoted line is history and is dropped, while the staff member's own unquoted lines
+  in between are kept. The customer gets the answers without our own relayed text quoted back.
+* ">"-quoted lines that no attribution introduces are the staff member's own citation (they
+  deleted the header and kept a line to answer it) and are kept, except a quoted block that ends
+  the message, which is how history is quoted when the header is missing or not recognised.
+* Signatures are kept ("-- " blocks, "Sent from my iPhone" and the like); only trailing lines made
+  of nothing but separator characters ("--", "____", "ᐧ", ...) are dropped. Trailing whitespace is
+  stripped from every line (except the "-- " signature separator) and leading and trailing blank
+  lines are removed.
+
+HTML-only replies (`html` given): the HTML is cut at the first quote container (Gmail
+`div.gmail_quote`, Apple/Thunderbird `blockquote type=cite`, Thunderbird `div.moz-cite-prefix`
+and `div.moz-forward-container`, Outlook `div#divRplyFwdMsg`, `div#appendonsend`, an `<hr>`
+followed by a header block, Yahoo `yahoo_quoted`, ...) before conversion with `html_to_text`, and
+the text rules above then run on what is left. When nothing is written above the container
+(bottom posting in HTML), the text rules run on the whole converted body instead.
+
+A lone salutation above an attribution ("Hi,") does not make a reply top posted when unquoted
+answers follow the quoted block: that is inline posting under a greeting.
+
+Deliberately not handled: inline answers below more new text than a greeting (any text above
+the first header makes it top posting, so the answers go to `quoted`); unquoted history that
+follows no recognisable header; signatures placed below the quoted history (they go with it);
+supercite-style "Name>" quoting; inline answers in HTML-only mail below text written above the
+first quote container. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.core.htmltext import html_to_text
+
+__all__ = ["Reply", "extract_reply"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reply:
+    # The new text, signature kept, quoted history and reply headers removed.
+    text: str
+    # What was removed (for the audit trail).
+    quoted: str
+
+
+# --- line classes ------------------------------------------------------------------------------
+
+_QUOTED = re.compile(r"^[ \t]*>")
+_QUOTE_PREFIX = re.compile(r"^(?:[ \t]*>)+[ \t]?")
+# Invisible characters that mail clients leave on otherwise empty lines.
+_INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff]+")
+# A line of nothing but separator characters ("--", "____", "***", Gmail add-ons' "ᐧ").
+_DECORATION = re.compile(r"^[\s\u200b-\u200f\u2060\ufeff\-_=*~#+ᐧ]*$")
+# An Outlook-style divider that may stand just above a header block.
+_DIVIDER = re.compile(r"^\s*(?:_{5,}|-{5,}|={5,})\s*$")
+
+# --- attribution lines ---------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+|mailto:", re.IGNORECASE)
+_DATE = re.compile(r"\d{1,4}[./-]\d{1,2}|\d{1,2}[:h]\d{2}|(?<!\d)(?:19|20)\d{2}(?!\d)")
+
+# The verb of "X wrote:" in the languages our staff's clients speak (and a few more).
+_VERBS_WORD = (
+    r"wrote|writes|has written|a écrit|a ecrit|schrieb|schreef|geschreven|escribió|escribio"
+    r"|ha escrito|ha scritto|scrisse|escreveu|skrev|skrifaði|kirjoitti|kirjutas|rašė|rakstīja"
+    r"|napisał\(a\)|napisała|napisał|napisal|napsal\(a\)|napsala|napsal|je napisao|je napisala"
+    r"|je napisal|написал\(а\)|написала|написал|написав|пише|писал|yazdı|írta|έγραψε|a scris"
+    r"|va escriure|đã viết|כתב|كتب"
+)
+_VERBS_CJK = r"写道|寫道|書きました|のメッセージ|님이 작성|작성"
+_VERB = rf"(?:(?<!\w)(?:{_VERBS_WORD})(?!\w)|{_VERBS_CJK})"
+# "... wrote:" (or Zoho's "---- On ... wrote ----") at the very end.
+_VERB_AT_END = re.compile(rf"{_VERB}\s*(?:[:：]|-{{2,}})\s*\**$", re.IGNORECASE)
+_VERB_ANYWHERE = re.compile(_VERB, re.IGNORECASE)
+# "On <date> <name> <addr> wrote" without its colon.
+_VERB_BARE_END = re.compile(rf"{_VERB}\s*$", re.IGNORECASE)
+# "<date>, <name> <addr>:" (Yandex, Mail.ru, Gmail in some locales): the address ends the line.
+_ADDRESS_AT_END = re.compile(r"[>)\]]\s*[:：]$")
+# Words that open an attribution: "On", "Am", "Le", "El", "Il giorno", "Em", "Op", "Den", ...
+_OPENER = re.compile(
+    r"^(?:-+\s*)?(?:on|am|le|el|il|il giorno|em|op|den|på|dnia|w dniu|dne|dňa|pe|la|în|στις|в|u)\s",
+    re.IGNORECASE,
+)
+# A weekday or date at the start: "Mon, 3 Apr", "пн, 3 апр.", "pon., 3 kwi", "26.06.2014, ...".
+_DATE_START = re.compile(r"^(?:\d|\w{2,12}\.?,\s*\d)")
+_SENTENCE_END = re.compile(r"[.!?]$")
+# What wrapping may leave on a line of its own after an attribution: "wrote:", ":", "".
+_WRAPPED_TAIL = re.compile(rf"^(?:{_VERB})?\s*[:：]?\s*$", re.IGNORECASE)
+_MAX_ATTRIBUTION_LINES = 6
+_MAX_ATTRIBUTION_CHARS = 400
+
+# --- block markers -------------------------------------------------------------------------------
+
+# "-----Original Message-----", "-------- Forwarded Message --------", "----- Mensaje original -----".
+_DASHED_MARKER = re.compile(r"^[\s*_]*-{2,}\s*([^-].*?)\s*-{2,}[\s*_]*$")
+_MARKER_WORDS = re.compile(
+    r"original|forward|ursprüngliche|weitergeleitet|origine|transféré|transfere|originale|inoltrat"
+    r"|oorspronkelijk|doorgestuurd|mensaje|reenviado|mensagem|encaminhada|meddelelse|meddelande"
+    r"|melding|videresendt|vidarebefordrat|wiadomość|wiadomosc|przekazan|исходное|пересылаемое"
+    r"|пересланное|пересланное|alkuperäinen|välitetty|původní|přeposlan|orijinal|iletilen"
+    r"|eredeti|továbbított|αρχικό|προωθημένο|原始|転送|元のメッセージ|전달|원본|oprindelig|opprinnelig"
+    r"|ursprunglig|besked",
+    re.IGNORECASE,
+)
+_FORWARD_INTRO = re.compile(
+    r"^[\s*_]*(?:begin forwarded message|anfang der weitergeleiteten nachricht|début du message"
+    r" réexpédié|inizio messaggio inoltrato|begin doorgestuurd bericht|comienzo del mensaje"
+    r" reenviado|início da mensagem reencaminhada|vidarebefordrat meddelande|videresendt"
+    r" meddelelse|начало переадресованного сообщения)\s*[:：][\s*_]*$",
+    re.IGNORECASE,
+)
+
+# Outlook-style header fields and their translations, by meaning.
+_HEADER_KEYS: dict[str, tuple[str, ...]] = {
+    "from": (
+        "from", "von", "de", "de la", "da", "van", "från", "fra", "od", "от", "от кого", "від",
+        "lähettäjä", "odesílatel", "kimden", "feladó", "από", "差出人", "发件人", "寄件者",
+        "寄件人", "보낸 사람", "absender", "remetente", "mittente", "afzender",
+    ),
+    "date": (
+        "sent", "date", "gesendet", "datum", "envoyé", "envoyé le", "enviado", "enviado el",
+        "enviado em", "enviada em", "enviada", "fecha", "inviato", "data", "verzonden", "skickat",
+        "sendt", "dato", "wysłano", "wysłane", "отправлено", "дата", "надіслано", "lähetetty",
+        "päivämäärä", "odesláno", "gönderildi", "tarih", "elküldve", "dátum", "στάλθηκε",
+        "ημερομηνία", "送信日時", "日付", "发送时间", "日期", "傳送時間", "時間", "날짜",
+        "보낸 날짜", "trimis", "message du",
+    ),
+    "to": (
+        "to", "an", "à", "a", "para", "aan", "till", "til", "do", "кому", "vastaanottaja",
+        "komu", "kime", "címzett", "προς", "宛先", "收件人", "收件者", "받는 사람", "către",
+        "destinatario", "destinatário",
+    ),
+    "cc": (
+        "cc", "kopie", "copie", "cópia", "copia", "kopia", "kopi", "kopio", "копия", "копія",
+        "dw", "másolat", "κοιν", "抄送", "副本", "참조", "copie à",
+    ),
+    "subject": (
+        "subject", "betreff", "objet", "asunto", "oggetto", "assunto", "onderwerp", "ämne", "emne",
+        "temat", "тема", "aihe", "předmět", "konu", "tárgy", "θέμα", "件名", "主题", "主旨", "제목",
+        "subiect", "sujet",
+    ),
+    "reply-to": ("reply-to", "antwort an", "répondre à", "responder a", "rispondi a"),
+}
+_KEY_CATEGORY = {key: category for category, keys in _HEADER_KEYS.items() for key in keys}
+_HEADER_LINE = re.compile(
+    r"^[*_]*\s*("
+    + "|".join(re.escape(k) for k in sorted(_KEY_CATEGORY, key=len, reverse=True))
+    + r")\s*[*_]*\s*[:：]",
+    re.IGNORECASE,
+)
+# Lines a header block may span; wrapped values may add a couple of lines between fields.
+_MAX_HEADER_BLOCK_LINES = 14
+_MAX_WRAPPED_LINES = 2
+
+# --- HTML quote containers -----------------------------------------------------------------------
+
+# Attributes of one tag, bounded so that a hostile "<div<div<div..." stays linear.
+_ATTRS = r"[^<>]{0,2000}?"
+# Containers after which everything is history (Outlook, forwards, Yahoo): nobody writes below.
+_HTML_HISTORY = re.compile(
+    rf"<(?:div|span)\b{_ATTRS}\bid\s*=\s*[\"']?(?:x_)?(?:divRplyFwdMsg|appendonsend"
+    rf"|OLK_SRC_BODY_SECTION|mail-editor-reference-message-container|yahoo_quoted)"
+    rf"|<div\b{_ATTRS}\bclass\s*=\s*[\"']?[^\"'<>]{{0,500}}?\b(?:yahoo_quoted|moz-forward-container"
+    rf"|OutlookMessageHeader)\b",
+    re.IGNORECASE,
+)
+# Containers of a quote that may be answered below it (bottom or inline posting).
+_HTML_QUOTE = re.compile(
+    rf"<(?:div|blockquote)\b{_ATTRS}\bclass\s*=\s*[\"']?[^\"'<>]{{0,500}}?\b(?:gmail_quote"
+    rf"|gmail_quote_container|moz-cite-prefix|protonmail_quote|zmail_extra)\b"
+    rf"|<blockquote\b{_ATTRS}\btype\s*=\s*[\"']?cite\b",
+    re.IGNORECASE,
+)
+_HTML_HR = re.compile(r"<hr\b", re.IGNORECASE)
+_MAX_HR_CHECKED = 20
+_HR_LOOKAHEAD = 6000
+
+# The line a phone or mail app appends below what was typed ("Sent from my iPhone"): it is kept
+# as part of the signature, and whatever follows it is history.
+_MOBILE_SIGNATURE = re.compile(
+    r"^(?:sent from my|sent from|sent via|sent with|get outlook for|gesendet von|gesendet mit"
+    r"|von meinem|envoyé de mon|envoyé depuis|envoyé à partir de|enviado desde|enviado do"
+    r"|enviado de|inviato da|verzonden (?:met|vanaf|van)|skickat från|sendt fra|wysłane z"
+    r"|отправлено с|надіслано з|lähetetty)\b[^.!?<]{0,60}(?:<[^<>]*>)?\s*$",
+    re.IGNORECASE,
+)
+
+# A salutation alone above an attribution ("Hi,", "Dear Mrs Smith,"): inline answers may follow.
+_GREETING = re.compile(
+    r"^(?:(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|hallo|liebe[rs]?|sehr geehrte[rs]?"
+    r"|bonjour|salut|hola|ciao|buongiorno|hej|hei|moi|cześć|dzień dobry|здравствуйте|привет)\b.{0,50}"
+    r"|.{1,50},)$",
+    re.IGNORECASE,
+)
+_SIGNATURE_START = re.compile(r"^(?:--\s*|_{2,}\s*)$")
+
+_HeaderKind = str  # "attribution" or "block"
+
+
+def extract_reply(text: str, *, html: str | None = None) -> Reply:
+    """Split a reply into the staff member's new text and the quoted history.
+
+    `text` is the plain body; pass `html` only when `text` was derived from it (an HTML-only
+    message), so that the quote containers of the HTML can be used.
+    """
+    if html is not None:
+        found = _html_quote_start(html)
+        if found is not None:
+            cut, history = found
+            head = _split_text(html_to_text(html[:cut]))
+            if head.text or history:
+                tail = html_to_text(html[cut:])
+                return Reply(text=head.text, quoted=_join_blocks(head.quoted, tail))
+            # Nothing above a quote: bottom or inline posting, read the whole body.
+    return _split_text(text)
+
+
+# --- plain text ----------------------------------------------------------------------------------
+
+
+def _split_text(text: str) -> Reply:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    count = len(lines)
+    keep = [True] * count
+    cut = count
+    seen_text = False
+    # The staff member's unquoted lines so far, to tell a lone greeting from a top-posted answer.
+    written: list[str] = []
+    under_attribution = False
+    previous_quoted = False
+    index = 0
+    while index < count:
+        line = lines[index]
+        quoted = bool(_QUOTED.match(line))
+        header: tuple[_HeaderKind, int] | None = None
+        if not quoted or not previous_quoted:
+            # Headers are looked for on unquoted lines and on the first line of a quoted block.
+            header = _header_at(lines, index, quoted=quoted)
+        if header is not None:
+            kind, end = header
+            inline = kind == "attribution" and _greeting_then_answers(written, lines, end)
+            if (seen_text and not inline) or kind == "block":
+                cut = _divider_above(lines, index, keep)
+                break
+            # A header before any new text: bottom or inline posting follows.
+            for dropped in range(index, end):
+                keep[dropped] = False
+            under_attribution = True
+            previous_quoted = quoted
+            index = end
+            continue
+        if quoted:
+            if under_attribution:
+                keep[index] = False
+        elif _is_meaningful(line):
+            seen_text = True
+            written.append(line.strip())
+            if _MOBILE_SIGNATURE.match(_content(line, False)):
+                cut = index + 1
+                break
+        previous_quoted = quoted
+        index += 1
+
+    for dropped in range(cut, count):
+        keep[dropped] = False
+    # A quoted block (or decoration) ending the new text is history, not a citation.
+    last = cut - 1
+    while last >= 0:
+        line = lines[last]
+        if keep[last] and not _QUOTED.match(line) and not _DECORATION.match(line):
+            break
+        keep[last] = False
+        last -= 1
+
+    kept = [_clean(line) for line, wanted in zip(lines, keep, strict=True) if wanted]
+    removed = [line.rstrip() for line, wanted in zip(lines, keep, strict=True) if not wanted]
+    return Reply(text=_trim_blank_lines(kept), quoted=_trim_blank_lines(removed))
+
+
+def _greeting_then_answers(written: list[str], lines: list[str], start: int) -> bool:
+    """True when only a greeting precedes an attribution whose quote is answered below it.
+
+    "Hi,\\nOn ... wrote:\\n> question\\nanswer" is inline posting, not a top-posted "Hi,".
+    """
+    if len(written) != 1 or not _GREETING.match(written[0]):
+        return False
+    index = start
+    while index < len(lines) and _is_blank(lines[index]):
+        index += 1
+    if index >= len(lines) or not _QUOTED.match(lines[index]):
+        return False
+    for line in lines[index:]:
+        if _QUOTED.match(line) or not _is_meaningful(line):
+            continue
+        content = _content(line, False)
+        return not (_SIGNATURE_START.match(content) or _MOBILE_SIGNATURE.match(content))
+    return False
+
+
+def _is_meaningful(line: str) -> bool:
+    return any(char.isalnum() for char in line)
+
+
+def _is_blank(line: str) -> bool:
+    return not _INVISIBLE.sub("", line)
+
+
+def _clean(line: str) -> str:
+    # "-- " is the signature separator: its trailing space is part of it.
+    return line if line == "-- " else line.rstrip()
+
+
+def _trim_blank_lines(lines: list[str]) -> str:
+    start, end = 0, len(lines)
+    while start < end and _is_blank(lines[start]):
+        start += 1
+    while end > start and _is_blank(lines[end - 1]):
+        end -= 1
+    return "\n".join(lines[start:end])
+
+
+def _join_blocks(*blocks: str) -> str:
+    return "\n\n".join(block for block in blocks if block)
+
+
+def _divider_above(lines: list[str], index: int, keep: list[bool]) -> int:
+    """Where the history starts: at the header, or at an "_____" divider just above it."""
+    above = index - 1
+    while above >= 0 and _is_blank(lines[above]):
+        above -= 1
+    if above >= 0 and keep[above] and _DIVIDER.match(lines[above]):
+        return above
+    return index
+
+
+def _content(line: str, quoted: bool) -> str:
+    if quoted:
+        line = _QUOTE_PREFIX.sub("", line)
+    return _INVISIBLE.sub(" ", line).strip()
+
+
+def _header_at(lines: list[str], index: int, *, quoted: bool) -> tuple[_HeaderKind, int] | None:
+    """The quote header starting at `lines[index]`, as (kind, index after it), or None."""
+    first = _content(lines[index], quoted)
+    if not first:
+        return None
+    if _FORWARD_INTRO.match(first):
+        return "block", index + 1
+    marker = _DASHED_MARKER.match(first)
+    if marker and _MARKER_WORDS.search(marker.group(1)) and not _VERB_ANYWHERE.search(first):
+        return "block", index + 1
+    end = _header_block_end(lines, index, quoted)
+    if end is not None:
+        return "block", end
+    end = _attribution_end(lines, index, quoted)
+    if end is not None:
+        return "attribution", end
+    return None
+
+
+def _header_block_end(lines: list[str], index: int, quoted: bool) -> int | None:
+    """End of an Outlook-style "From:/Sent:/To:/Subject:" block starting at `index`."""
+    if not _HEADER_LINE.match(_content(lines[index], quoted)):
+        return None
+    categories: set[str] = set()
+    end = index
+    wrapped = 0
+    for position in range(index, min(index + _MAX_HEADER_BLOCK_LINES, len(lines))):
+        if quoted and not _QUOTED.match(lines[position]):
+            break
+        content = _content(lines[position], quoted)
+        if not content:
+            break
+        match = _HEADER_LINE.match(content)
+        if match:
+            categories.add(_KEY_CATEGORY[match.group(1).lower()])
+            end = position + 1
+            wrapped = 0
+        else:
+            wrapped += 1
+            if wrapped > _MAX_WRAPPED_LINES:
+                break
+    if "from" in categories and len(categories) >= 3:
+        return end
+    return None
+
+
+def _attribution_end(lines: list[str], index: int, quoted: bool) -> int | None:
+    """End of an "On <date>, <name> wrote:" attribution starting at `index` (maybe wrapped)."""
+    contents = _attribution_lines(lines, index, quoted)
+    for last in range(len(contents)):
+        if not contents[last]:
+            continue
+        joined = " ".join(part for part in contents[: last + 1] if part)
+        if len(joined) > _MAX_ATTRIBUTION_CHARS:
+            return None
+        following = index + last + 1
+
+        def quote_follows(after: int = following) -> bool:
+            return _quote_follows(lines, after)
+
+        if not _is_attribution(joined, quote_follows):
+            continue
+        if last == 0:
+            return following
+        if not _starts_like_attribution(contents[0]):
+            return None
+        # A finished sentence is the staff member's own text, not the start of a wrapped header.
+        if any(_SENTENCE_END.search(part) and not _EMAIL.search(part) for part in contents[:last]):
+            return None
+        # Likewise when the attribution also matches from a later line that opens like one.
+        for start in range(1, last + 1):
+            rest = " ".join(part for part in contents[start : last + 1] if part)
+            if contents[start] and _strong_start(contents[start]) and _is_attribution(rest, quote_follows):
+                return None
+        return following
+    return None
+
+
+def _attribution_lines(lines: list[str], index: int, quoted: bool) -> list[str]:
+    """The lines an attribution starting at `index` may span ("" for a blank line)."""
+    contents: list[str] = []
+    blanks = 0
+    for position in range(index, min(index + _MAX_ATTRIBUTION_LINES, len(lines))):
+        line = lines[position]
+        line_quoted = bool(_QUOTED.match(line))
+        if quoted and not line_quoted:
+            break
+        if line_quoted and not quoted:
+            # Wrapping can push the end of "<addr>" or the verb to a line of its own that
+            # then looks quoted ("> wrote:", ">:"); anything else quoted ends the attribution.
+            if position > index and _WRAPPED_TAIL.match(_content(line, True)):
+                contents.append(_content(line, False))
+            break
+        content = _content(line, quoted)
+        if not content:
+            if position == index:
+                return []
+            blanks += 1
+            if blanks > 1:
+                break
+        contents.append(content)
+    return contents
+
+
+def _is_attribution(joined: str, quote_follows: Callable[[], bool]) -> bool:
+    text = joined.strip(" *_>")
+    has_address = bool(_EMAIL.search(text))
+    has_date = bool(_DATE.search(text))
+    if _VERB_AT_END.search(text):
+        return has_address or has_date
+    if not has_address:
+        return False
+    if _VERB_BARE_END.search(text):
+        return bool(_OPENER.match(text))
+    if not text.endswith((":", "：", ">")):
+        return False
+    if has_date and _ADDRESS_AT_END.search(text):
+        return True
+    if text.endswith((":", "：")) and _VERB_ANYWHERE.search(text):
+        # "Am 3. April schrieb X <addr>:", "Den 3 april skrev X <addr>:".
+        return True
+    # Gmail in some locales and mutt: "<date> <name> <addr>:" with the quote right below.
+    return has_date and quote_follows()
+
+
+def _starts_like_attribution(line: str) -> bool:
+    if _strong_start(line) or _EMAIL.search(line) or _DATE.search(line):
+        return True
+    return line.startswith(("<", '"', "*"))
+
+
+def _strong_start(line: str) -> bool:
+    return bool(_OPENER.match(line) or _DATE_START.match(line))
+
+
+def _quote_follows(lines: list[str], start: int) -> bool:
+    for line in lines[start : start + 3]:
+        if _is_blank(line):
+            continue
+        return line.lstrip().startswith((">", "|"))
+    return False
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+
+def _html_quote_start(html: str) -> tuple[int, bool] | None:
+    """Offset of the first quote container in `html` and whether all after it is history."""
+    candidates: list[tuple[int, bool]] = []
+    for pattern, history in ((_HTML_HISTORY, True), (_HTML_QUOTE, False)):
+        match = pattern.search(html)
+        if match:
+            candidates.append((match.start(), history))
+    best = min(candidates, default=None)
+    for checked, match in enumerate(_HTML_HR.finditer(html)):
+        if checked >= _MAX_HR_CHECKED or (best is not None and match.start() >= best[0]):
+            break
+        # An <hr> counts only when a header block follows it ("From: ... Sent: ...").
+        after = html_to_text(html[match.start() : match.start() + _HR_LOOKAHEAD])
+        lines = [line for line in after.split("\n") if not _is_blank(line)]
+        if lines and _header_block_end(lines, 0, quoted=False) is not None:
+            best = (match.start(), True)
+            break
+    return best
+

@@ -1,0 +1,348 @@
+"""Staff work by email: notifications of customer mail, staff replies with #commands, relays.
+
+Everything here runs inside the caller's per-message transaction: a case change, its audit
+events and the mail it causes (relay, confirmation, error reply) commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.adapters import repository as repo
+from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
+from worker.adapters.templates import Rendered, TemplateRenderer
+from worker.config import Config, MailboxConfig
+from worker.core.attachments import extract_attachments
+from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
+from worker.core.letters import letter_context, local_datetime_text
+from worker.core.lifecycle import obligation_due
+from worker.core.message import ParsedMessage
+from worker.core.quotes import extract_reply
+from worker.core.rules import ProviderRules
+from worker.services.outbox import queue_email
+from worker.services.timers import Calendars
+
+NOTIFICATION = "staff-notification"
+
+
+def notification_ids(session: Session, case_id: int) -> set[str]:
+    """Message-IDs of the staff notifications sent about a case: a reply to one proves staff."""
+    return set(session.scalars(select(Outbox.message_id).where(
+        Outbox.case_id == case_id, Outbox.purpose == NOTIFICATION)))
+
+
+def new_text(msg: ParsedMessage) -> str:
+    """What the sender wrote this time, without the history they quoted."""
+    return extract_reply(msg.text, html=msg.html if msg.text_from_html else None).text
+
+
+def sample_staff_context(rules: ProviderRules) -> dict[str, Any]:
+    """Every value the staff templates may use, for the start-up render check."""
+    return {
+        "reference": f"{rules.reference_prefix}-2026-000001",
+        "provider": {"id": rules.id, "name": rules.name,
+                     "complaints_address": rules.complaints_address},
+        "case": {"status": "open", "subject": "Sample complaint", "customer": "c@example.com",
+                 "stage": "1", "first_raised_local": "Monday 5 January 2026 at 10:00",
+                 "assignee": ""},
+        "deadlines": [{"rule": "sample", "kind": "due",
+                       "due_local": "Tuesday 6 January 2026 at 10:00"}],
+        "first": True, "sender": "c@example.com", "sender_name": "Sample",
+        "received_local": "Monday 5 January 2026 at 10:00", "text": "Sample text.",
+        "attachments": ["sample.pdf"], "warnings": ["sample warning"], "commands": usage_text(),
+        "effects": ["#resolved: case resolved"], "relayed": True, "errors": ["sample error"],
+    }
+
+
+@dataclass(slots=True)
+class StaffDesk:
+    renderer: TemplateRenderer
+    config: Config
+    calendars: Calendars
+
+    # ------------------------------------------------------------------ notifications
+
+    def notify(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+               row: InboundMessage, msg: ParsedMessage, *, first: bool, now: datetime,
+               warnings: list[str]) -> None:
+        """Forward a customer message to the mailbox's notify addresses with the case summary."""
+        if not mailbox.notify:
+            repo.add_event(session, case.id, "staff_not_notified", at=now,
+                           inbound_message_id=row.id,
+                           detail={"reason": "the mailbox has no notify addresses"})
+            return
+        context = self._case_context(session, case, rules)
+        context.update({
+            "first": first,
+            "sender": msg.from_address or "",
+            "sender_name": msg.from_name,
+            "received_local": local_datetime_text(row.received_at, rules.timezone),
+            "text": new_text(msg) if not first else msg.text.strip(),
+            "attachments": [a.filename for a in msg.attachments],
+            "warnings": warnings,
+            "commands": usage_text(),
+        })
+        rendered = self.renderer.render(rules.id, "staff_notification", context)
+        queue_email(
+            session, case=case, mailbox=mailbox.name, purpose=NOTIFICATION,
+            idempotency_key=f"notify:{case.reference}:{row.id}", from_name=rules.name,
+            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
+            to=list(mailbox.notify), rendered=rendered, now=now,
+            attachments=extract_attachments(row.raw),
+        )
+
+    def _case_context(self, session: Session, case: Case, rules: ProviderRules) -> dict[str, Any]:
+        stage = rules.stage(case.stage)
+        timers = session.scalars(select(Timer).where(Timer.case_id == case.id,
+                                                     Timer.status == "pending")
+                                 .order_by(Timer.due_at).limit(6))
+        return {
+            "reference": case.reference,
+            "provider": {"id": rules.id, "name": rules.name,
+                         "complaints_address": rules.complaints_address},
+            "case": {
+                "status": case.status, "subject": case.subject,
+                "customer": case.customer_address,
+                "stage": f"{case.stage} ({stage.name})" if stage else str(case.stage),
+                "first_raised_local": local_datetime_text(case.first_raised_at, rules.timezone),
+                "assignee": case.assignee or "",
+            },
+            "deadlines": [
+                {"rule": t.obligation_id, "kind": t.kind,
+                 "due_local": local_datetime_text(t.due_at, rules.timezone)} for t in timers],
+        }
+
+    # ------------------------------------------------------------------ staff replies
+
+    def staff_reply(self, session: Session, case: Case, rules: ProviderRules,
+                    mailbox: MailboxConfig, row: InboundMessage, msg: ParsedMessage, *,
+                    proof: str, now: datetime) -> str:
+        """Apply the reply's commands, relay its new text to the customer, confirm to the sender."""
+        staff = msg.from_address or ""
+        parsed = parse_commands(new_text(msg))
+        errors = list(parsed.errors) or self._invalid_for_case(session, parsed, case, rules)
+        if errors:
+            repo.add_event(session, case.id, "staff_commands_rejected", at=now,
+                           inbound_message_id=row.id, detail={"staff": staff, "errors": errors})
+            self._to_staff(session, case, rules, mailbox, row, staff, "command_error", now,
+                           {"errors": errors, "commands": usage_text()})
+            return "staff-rejected"
+        effects = [self._apply(session, case, rules, mailbox, row, command, staff, now)
+                   for command in parsed.commands]
+        relayed = None
+        if not parsed.is_note and parsed.body.strip():
+            relayed = self._relay(session, case, rules, mailbox, row, parsed.body, now)
+            self._mark_met(session, case, rules, ("staff-reply", "update"), now)
+        repo.add_event(session, case.id, "staff_response", at=now, inbound_message_id=row.id,
+                       detail={"staff": staff, "authenticated": proof,
+                               "relayed_message_id": relayed.message_id if relayed else None,
+                               "commands": [str(c) for c in parsed.commands]})
+        if parsed.commands:
+            self._to_staff(session, case, rules, mailbox, row, staff, "confirmation", now,
+                           {"effects": effects, "relayed": relayed is not None})
+        return "staff-reply"
+
+    def staff_direct(self, session: Session, case: Case, row: InboundMessage, msg: ParsedMessage,
+                     *, proof: str, now: datetime, rules: ProviderRules) -> str:
+        """Staff wrote to the customer themselves with us in Cc/Bcc: record it, relay nothing."""
+        repo.add_event(session, case.id, "staff_response", at=now, inbound_message_id=row.id,
+                       detail={"staff": msg.from_address, "authenticated": proof, "direct": True,
+                               "to": list(msg.to)})
+        self._mark_met(session, case, rules, ("staff-reply", "update"), now)
+        return "staff-direct"
+
+    def _invalid_for_case(self, session: Session, parsed: ParsedCommands, case: Case,
+                          rules: ProviderRules) -> list[str]:
+        """Commands that are well formed but cannot apply to this case under its rules."""
+        errors = []
+        for command in parsed.commands:
+            if problem := self._check(command, case, rules):
+                errors.append(f"{command}: {problem}")
+            elif command.name == "deadlock" and session.scalar(select(Outbox.id).where(
+                    Outbox.idempotency_key == f"deadlock-letter:{case.reference}")):
+                errors.append(f"{command}: a deadlock letter was already sent on this case")
+        return errors
+
+    def _check(self, command: Command, case: Case, rules: ProviderRules) -> str | None:
+        name, argument = command.name, command.argument
+        if name == "resolved" and case.status == "resolved":
+            return "the case is already resolved"
+        if name == "reopen" and case.status != "resolved":
+            return "the case is not resolved"
+        if name in ("deadlock", "decline-deadlock") and rules.deadlock is None:
+            return f"{rules.name} has no deadlock letters in its rules"
+        if name == "decline-deadlock" and rules.deadlock is not None:
+            ground = argument.split()[0]
+            allowed = sorted(rules.deadlock.refusal_grounds)
+            if ground not in allowed:
+                return (f"'{ground}' is not a ground {rules.name} may decline on "
+                        f"(allowed: {', '.join(allowed) or 'none'})")
+        if name in ("vexatious", "out-of-jurisdiction") and name not in rules.no_adr_letter:
+            return f"the rules of {rules.name} do not allow this exception"
+        if name == "updates" and not any(o.agreed_cadence for o in rules.obligations):
+            return f"{rules.name} has no update obligation whose cadence can be agreed"
+        if name == "stage" and int(argument) > len(rules.stages):
+            return f"{rules.name} has {len(rules.stages)} stage(s)"
+        if name == "first-raised":
+            recorded = case.first_raised_at.astimezone(ZoneInfo(rules.timezone)).date()
+            if datetime.fromisoformat(argument).date() > recorded:
+                return f"the complaint is recorded as first raised on {recorded}; never later"
+        return None
+
+    def _apply(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+               row: InboundMessage, command: Command, staff: str, now: datetime) -> str:
+        """Change the case for one (already validated) command; returns what it did."""
+        name, argument = command.name, command.argument
+        effect: str
+        if name == "resolved":
+            case.status, case.resolved_at = "resolved", now
+            cancelled = self._cancel_timers(session, case, None, now, "resolved")
+            effect = f"case resolved; {cancelled} pending deadline(s) cancelled"
+        elif name == "reopen":
+            case.status, case.resolved_at = "open", None
+            effect = "case reopened; its original clocks continue"
+        elif name == "deadlock":
+            assert rules.deadlock is not None
+            self._deadlock_letter(session, case, rules, mailbox, now)
+            effect = "deadlock letter queued to the customer"
+        elif name == "decline-deadlock":
+            effect = f"deadlock letter declined ({argument})"
+        elif name in ("vexatious", "out-of-jurisdiction"):
+            case.adr_exception, case.adr_exception_reason = name, argument
+            cancelled = self._cancel_timers(session, case, "adr_letter", now, name)
+            effect = f"marked {name}: the ADR letter will not be sent ({cancelled} cancelled)"
+        elif name == "updates":
+            case.update_cadence = argument
+            effect = f"update cadence agreed with the customer: {argument}"
+        elif name == "stage":
+            case.stage = int(argument)
+            stage = rules.stage(case.stage)
+            effect = f"moved to stage {argument}" + (f" ({stage.name})" if stage else "")
+        elif name == "assign":
+            case.assignee = argument.lower()
+            effect = f"assigned to {case.assignee}"
+        elif name == "note":
+            effect = "internal note recorded; nothing was sent to the customer"
+        else:  # first-raised
+            effect = self._first_raised(session, case, rules, argument, now)
+        repo.add_event(session, case.id, f"command_{name.replace('-', '_')}", at=now,
+                       inbound_message_id=row.id,
+                       detail={"staff": staff, "command": str(command), "effect": effect})
+        return f"{command}: {effect}"
+
+    def _first_raised(self, session: Session, case: Case, rules: ProviderRules, argument: str,
+                      now: datetime) -> str:
+        """Move the first-raised date earlier (a phone complaint) and re-plan its clocks."""
+        tz = ZoneInfo(rules.timezone)
+        day = datetime.fromisoformat(argument).date()
+        # The time of day is unknown: the start of that day is the earliest, so the safest.
+        new_start = datetime.combine(day, time(0), tz).astimezone(case.first_raised_at.tzinfo)
+        if new_start >= case.first_raised_at:
+            return "already recorded as first raised then; nothing changed"
+        case.first_raised_at = new_start
+        calendar = self.calendars.for_rules(rules)
+        moved = []
+        for timer in session.scalars(select(Timer).where(Timer.case_id == case.id,
+                                                         Timer.status == "pending")):
+            obligation = rules.obligation(timer.obligation_id)
+            if obligation is None or obligation.trigger != "first_raised" or timer.kind != "due":
+                continue
+            timer.start_at = new_start
+            timer.due_at = obligation_due(rules, calendar, obligation, new_start)
+            moved.append(f"{timer.obligation_id} now due {timer.due_at.isoformat()}")
+            repo.add_event(session, case.id, "timer_replanned", at=now, detail={
+                "rule": timer.obligation_id, "kind": timer.kind,
+                "due_at": timer.due_at.isoformat(), "reason": "first raised earlier"})
+        return f"first raised on {day}" + (f"; {'; '.join(moved)}" if moved else "")
+
+    def _cancel_timers(self, session: Session, case: Case, obligation_id: str | None,
+                       now: datetime, reason: str) -> int:
+        query = select(Timer).where(Timer.case_id == case.id, Timer.status == "pending")
+        if obligation_id:
+            query = query.where(Timer.obligation_id == obligation_id)
+        timers = list(session.scalars(query))
+        for timer in timers:
+            timer.status = "cancelled"
+            repo.add_event(session, case.id, "timer_cancelled", at=now, detail={
+                "rule": timer.obligation_id, "kind": timer.kind,
+                "due_at": timer.due_at.isoformat(), "reason": reason})
+        return len(timers)
+
+    def _mark_met(self, session: Session, case: Case, rules: ProviderRules,
+                  kinds: tuple[str, ...], now: datetime) -> None:
+        met = {o.id for o in rules.obligations if o.met_by & set(kinds)}
+        for timer in session.scalars(select(Timer).where(Timer.case_id == case.id,
+                                                         Timer.status == "pending")):
+            if timer.obligation_id in met:
+                timer.status = "met"
+                repo.add_event(session, case.id, "timer_met", at=now, detail={
+                    "rule": timer.obligation_id, "kind": timer.kind,
+                    "due_at": timer.due_at.isoformat(), "late": now > timer.due_at})
+
+    # ------------------------------------------------------------------ mail
+
+    def _customer_thread(self, session: Session, case: Case) -> tuple[str | None, list[str]]:
+        ids = list(session.scalars(select(InboundMessage.message_id).where(
+            InboundMessage.case_id == case.id, InboundMessage.kind == "human",
+            InboundMessage.sender == case.customer_address, InboundMessage.message_id.is_not(None))
+            .order_by(InboundMessage.received_at, InboundMessage.id)))
+        return (ids[-1] if ids else None), ids
+
+    def _customer_address(self, case: Case) -> str:
+        reply_to = [p.address for p in case.parties if p.role == "reply-to"]
+        return reply_to[0] if reply_to else case.customer_address
+
+    def _relay(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+               row: InboundMessage, body: str, now: datetime) -> Outbox:
+        in_reply_to, thread = self._customer_thread(session, case)
+        text = body.strip() + "\n"
+        rendered = Rendered(
+            subject=f"Re: {case.subject}", text=text,
+            html=f'<div style="white-space: pre-wrap">{html.escape(text)}</div>')
+        return queue_email(
+            session, case=case, mailbox=mailbox.name, purpose="relay",
+            idempotency_key=f"relay:{case.reference}:{row.id}", from_name=rules.name,
+            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
+            to=[self._customer_address(case)], rendered=rendered, now=now,
+            in_reply_to=in_reply_to, references=thread, auto_submitted=False,
+            attachments=extract_attachments(row.raw),
+        )
+
+    def _deadlock_letter(self, session: Session, case: Case, rules: ProviderRules,
+                         mailbox: MailboxConfig, now: datetime) -> Outbox:
+        assert rules.deadlock is not None
+        context = letter_context(
+            rules=rules, reference=case.reference, customer_name=case.customer_name,
+            customer_address=self._customer_address(case), subject=case.subject,
+            received_at=case.created_at, first_raised_at=case.first_raised_at, sent_at=now)
+        rendered = self.renderer.render(rules.id, rules.deadlock.template, context)
+        in_reply_to, thread = self._customer_thread(session, case)
+        row = queue_email(
+            session, case=case, mailbox=mailbox.name, purpose="deadlock-letter",
+            idempotency_key=f"deadlock-letter:{case.reference}", from_name=rules.name,
+            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
+            to=[self._customer_address(case)], rendered=rendered, now=now,
+            in_reply_to=in_reply_to, references=thread)
+        # The deadlock letter is the ADR letter: the threshold letter must not follow it.
+        self._cancel_timers(session, case, "adr_letter", now, "deadlock letter sent")
+        return row
+
+    def _to_staff(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+                  row: InboundMessage, staff: str, template: str, now: datetime,
+                  extra: dict[str, Any]) -> None:
+        context = self._case_context(session, case, rules) | extra
+        rendered = self.renderer.render(rules.id, template, context)
+        purpose = "error" if template == "command_error" else "confirmation"
+        queue_email(
+            session, case=case, mailbox=mailbox.name, purpose=purpose,
+            idempotency_key=f"{purpose}:{case.reference}:{row.id}", from_name=rules.name,
+            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
+            to=[staff], rendered=rendered, now=now, in_reply_to=row.message_id,
+            references=[row.message_id] if row.message_id else [])
