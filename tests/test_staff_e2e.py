@@ -304,3 +304,13 @@ def test_outlook_html_reply_relays_only_the_new_text(desk: Desk):
                                in_reply_to=note["Message-ID"]))
     [relay] = purpose(desk.smtp, "relay")
     assert body(relay).split() == ["Hello", "Sarah,", "The", "engineer", "is", "booked", "for", "Tuesday."]
+
+
+def test_stranger_quoting_a_reference_gets_own_case_and_staff_are_told(desk: Desk):
+    desk.deliver(customer_mail(sender="mallory@example.net", name="Mallory", to=CLARANET,
+                               subject=f"Re: [{desk.reference}] same problem", at=desk.now,
+                               text="My line is down too.\n"))
+    new_case = purpose(desk.smtp, "staff-notification")[-1]
+    assert new_case.message["X-Complaints-Worker-Case"] != desk.reference
+    assert f"quoted case [{desk.reference}]" in body(new_case)
+    assert "mallory@example.net" not in [p["address"] for p in desk.case()["parties"]]

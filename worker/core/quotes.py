@@ -15,7 +15,8 @@ How a plain-text body is read, line by line:
     their translations, "Begin forwarded message:", or an Outlook style header block ("From:",
     "Sent:", "To:", "Subject:" and translations such as "Von:/Gesendet:/An:/Betreff:" or
     "De :/Envoyé :/À :/Objet :"), including an "_____" divider just above it. Such history is
-    not ">"-quoted, so everything after a block marker is history, always.
+    not ">"-quoted, so everything after a block marker is history, always (unless the marker
+    itself is quoted: then it is read like an attribution).
 * Top posting: once the staff member has written something, the first quote header (also one
   that opens a ">"-quoted block) cuts the message: all that follows is history, whatever it is.
 * Bottom and inline posting: a header *before* any new text is dropped; after an attribution,
@@ -25,7 +26,9 @@ How a plain-text body is read, line by line:
   deleted the header and kept a line to answer it) and are kept, except a quoted block that ends
   the message, which is how history is quoted when the header is missing or not recognised.
 * Signatures are kept ("-- " blocks, "Sent from my iPhone" and the like); only trailing lines made
-  of nothing but separator characters ("--", "____", "ᐧ", ...) are dropped. Trailing whitespace is
+  of nothing but separator characters ("--", "____", "ᐧ", ...) are dropped. A phone or mail app's
+  own line ("Sent from my iPhone", "Get Outlook for iOS") standing as a paragraph of its own ends
+  the new text: what follows it is history even without a header. Trailing whitespace is
   stripped from every line (except the "-- " signature separator) and leading and trailing blank
   lines are removed.
 
@@ -48,9 +51,11 @@ first quote container. Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from worker.core.htmltext import html_to_text
 
@@ -79,12 +84,16 @@ _DIVIDER = re.compile(r"^\s*(?:_{5,}|-{5,}|={5,})\s*$")
 # --- attribution lines ---------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+|mailto:", re.IGNORECASE)
-_DATE = re.compile(r"\d{1,4}[./-]\d{1,2}|\d{1,2}[:h]\d{2}|(?<!\d)(?:19|20)\d{2}(?!\d)")
+# A full numeric date, a time or a year: "3/4" or "5.7" alone do not make an attribution.
+_DATE = re.compile(
+    r"(?<!\d)(?:\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}[:h]\d{2}|(?:19|20)\d{2})(?!\d)"
+)
 
 # The verb of "X wrote:" in the languages our staff's clients speak (and a few more).
 _VERBS_WORD = (
-    r"wrote|writes|has written|a écrit|a ecrit|schrieb|schreef|geschreven|escribió|escribio"
-    r"|ha escrito|ha scritto|scrisse|escreveu|skrev|skrifaði|kirjoitti|kirjutas|rašė|rakstīja"
+    r"wrote|writes|has written|written|a écrit|a ecrit|écrit|schrieb|schreef|geschreven|escribió"
+    r"|escribio|ha escrito|ha scritto|scritto|scrisse|escreveu|skrev|skrifaði|kirjoitti|kirjutas"
+    r"|rašė|rakstīja|napisao|escriure"
     r"|napisał\(a\)|napisała|napisał|napisal|napsal\(a\)|napsala|napsal|je napisao|je napisala"
     r"|je napisal|написал\(а\)|написала|написал|написав|пише|писал|yazdı|írta|έγραψε|a scris"
     r"|va escriure|đã viết|כתב|كتب"
@@ -109,6 +118,8 @@ _SENTENCE_END = re.compile(r"[.!?]$")
 # What wrapping may leave on a line of its own after an attribution: "wrote:", ":", "".
 _WRAPPED_TAIL = re.compile(rf"^(?:{_VERB})?\s*[:：]?\s*$", re.IGNORECASE)
 _MAX_ATTRIBUTION_LINES = 6
+# How far from the end of a candidate attribution its verb may start.
+_VERB_TAIL_CHARS = 60
 _MAX_ATTRIBUTION_CHARS = 400
 
 # --- block markers -------------------------------------------------------------------------------
@@ -119,7 +130,7 @@ _MARKER_WORDS = re.compile(
     r"original|forward|ursprüngliche|weitergeleitet|origine|transféré|transfere|originale|inoltrat"
     r"|oorspronkelijk|doorgestuurd|mensaje|reenviado|mensagem|encaminhada|meddelelse|meddelande"
     r"|melding|videresendt|vidarebefordrat|wiadomość|wiadomosc|przekazan|исходное|пересылаемое"
-    r"|пересланное|пересланное|alkuperäinen|välitetty|původní|přeposlan|orijinal|iletilen"
+    r"|пересланное|alkuperäinen|välitetty|původní|přeposlan|orijinal|iletilen"
     r"|eredeti|továbbított|αρχικό|προωθημένο|原始|転送|元のメッセージ|전달|원본|oprindelig|opprinnelig"
     r"|ursprunglig|besked",
     re.IGNORECASE,
@@ -198,12 +209,18 @@ _MAX_HR_CHECKED = 20
 _HR_LOOKAHEAD = 6000
 
 # The line a phone or mail app appends below what was typed ("Sent from my iPhone"): it is kept
-# as part of the signature, and whatever follows it is history.
+# as part of the signature, and when it stands as a paragraph of its own, whatever follows it is
+# history. Only the apps' own phrasings, so that "sent from our warehouse" is never taken for one.
+_APPS = r"(?:outlook|yahoo|gmail|aol|mail|samsung|blackberry|android|iphone|ipad|proton ?mail|huawei)"
 _MOBILE_SIGNATURE = re.compile(
-    r"^(?:sent from my|sent from|sent via|sent with|get outlook for|gesendet von|gesendet mit"
-    r"|von meinem|envoyé de mon|envoyé depuis|envoyé à partir de|enviado desde|enviado do"
-    r"|enviado de|inviato da|verzonden (?:met|vanaf|van)|skickat från|sendt fra|wysłane z"
-    r"|отправлено с|надіслано з|lähetetty)\b[^.!?<]{0,60}(?:<[^<>]*>)?\s*$",
+    rf"^(?:sent (?:from|via|with|using) (?:my\b|{_APPS})|get outlook for (?:ios|android)"
+    rf"|(?:gesendet|verschickt) (?:von|mit) (?:meinem\b|{_APPS})|von meinem .{{1,40}} gesendet"
+    rf"|envoyé (?:de|depuis) (?:mon\b|{_APPS})|envoyé à partir de (?:mon\b|{_APPS})"
+    rf"|enviado (?:desde|do|de) (?:mi\b|meu\b|o {_APPS}|{_APPS})|inviato (?:dal mio\b|da {_APPS})"
+    rf"|verzonden (?:vanaf|vanuit|met|van) (?:mijn\b|{_APPS})|skickat från (?:min\b|{_APPS})"
+    rf"|sendt fra (?:min\b|{_APPS})|wysłane z (?:mojego\b|aplikacji\b|{_APPS})"
+    rf"|отправлено (?:с|из) (?:моего\b|мобильной\b|{_APPS})|надіслано з (?:мого\b|{_APPS})"
+    rf"|lähetetty (?:iphonesta|ipadista|android|{_APPS}))[^<\n]{{0,80}}(?:<[^<>\n]*>)?\s*$",
     re.IGNORECASE,
 )
 
@@ -216,7 +233,7 @@ _GREETING = re.compile(
 )
 _SIGNATURE_START = re.compile(r"^(?:--\s*|_{2,}\s*)$")
 
-_HeaderKind = str  # "attribution" or "block"
+_HeaderKind = Literal["attribution", "block"]
 
 
 def extract_reply(text: str, *, html: str | None = None) -> Reply:
@@ -240,9 +257,78 @@ def extract_reply(text: str, *, html: str | None = None) -> Reply:
 # --- plain text ----------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Lines:
+    """The lines of a body, with what every rule looks at computed once per line."""
+
+    raw: list[str]
+    quoted: list[bool]
+    # Without invisible characters and surrounding whitespace; quote markers kept.
+    plain: list[str]
+    # Like `plain`, and without the quote markers of a quoted line.
+    inner: list[str]
+    # The header field a line starts with, by meaning ("from", "date", ...), or None.
+    field: list[str | None]
+    # What a line holds of an attribution, computed when first asked for.
+    _traits: dict[int, _Traits] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, raw: list[str]) -> _Lines:
+        quoted = [bool(_QUOTED.match(line)) for line in raw]
+        plain = [_INVISIBLE.sub(" ", line).strip() for line in raw]
+        inner = [
+            _INVISIBLE.sub(" ", _QUOTE_PREFIX.sub("", line)).strip() if is_quoted else text
+            for line, is_quoted, text in zip(raw, quoted, plain, strict=True)
+        ]
+        field: list[str | None] = []
+        for text in inner:
+            match = _HEADER_LINE.match(text)
+            field.append(_KEY_CATEGORY[match.group(1).lower()] if match else None)
+        return cls(raw=raw, quoted=quoted, plain=plain, inner=inner, field=field)
+
+    def text(self, index: int, quoted: bool) -> str:
+        """The line as read inside a quoted block (`quoted`) or outside of one."""
+        return self.inner[index] if quoted else self.plain[index]
+
+    def traits(self, index: int) -> _Traits:
+        found = self._traits.get(index)
+        if found is None:
+            text = self.plain[index].strip(" *_")
+            # Only the end of the line is searched for a final verb: the cost stays bounded.
+            near_end = max(0, len(text) - _VERB_TAIL_CHARS)
+            found = _Traits(
+                address=bool(_EMAIL.search(text)),
+                date=bool(_DATE.search(text)),
+                verb=bool(_VERB_ANYWHERE.search(text)),
+                verb_end=bool(_VERB_AT_END.search(text, near_end)),
+                bare_verb_end=bool(_VERB_BARE_END.search(text, near_end)),
+                address_end=bool(_ADDRESS_AT_END.search(text, near_end)),
+            )
+            self._traits[index] = found
+        return found
+
+
+class _Traits(NamedTuple):
+    """What one line holds of an attribution.
+
+    Addresses, dates and verbs do not span lines, so a wrapped attribution has one when one of
+    its lines has; how it ends is how its last line ends.
+    """
+
+    address: bool
+    date: bool
+    verb: bool
+    # Ends with a verb and a colon ("wrote:") or Zoho's "wrote ----".
+    verb_end: bool
+    # Ends with a verb and nothing after it ("wrote").
+    bare_verb_end: bool
+    # Ends with a bracketed address and a colon ("<addr>:").
+    address_end: bool
+
+
 def _split_text(text: str) -> Reply:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    count = len(lines)
+    lines = _Lines.of(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    count = len(lines.raw)
     keep = [True] * count
     cut = count
     seen_text = False
@@ -252,16 +338,17 @@ def _split_text(text: str) -> Reply:
     previous_quoted = False
     index = 0
     while index < count:
-        line = lines[index]
-        quoted = bool(_QUOTED.match(line))
+        quoted = lines.quoted[index]
         header: tuple[_HeaderKind, int] | None = None
         if not quoted or not previous_quoted:
             # Headers are looked for on unquoted lines and on the first line of a quoted block.
-            header = _header_at(lines, index, quoted=quoted)
+            header = _header_at(lines, index, quoted)
         if header is not None:
             kind, end = header
-            inline = kind == "attribution" and _greeting_then_answers(written, lines, end)
-            if (seen_text and not inline) or kind == "block":
+            # Unquoted history below a block marker has no end; quoting marks where it stops.
+            endless = kind == "block" and not quoted
+            inline = not endless and _greeting_then_answers(written, lines, end)
+            if endless or (seen_text and not inline):
                 cut = _divider_above(lines, index, keep)
                 break
             # A header before any new text: bottom or inline posting follows.
@@ -274,10 +361,10 @@ def _split_text(text: str) -> Reply:
         if quoted:
             if under_attribution:
                 keep[index] = False
-        elif _is_meaningful(line):
+        elif _is_meaningful(lines.plain[index]):
             seen_text = True
-            written.append(line.strip())
-            if _MOBILE_SIGNATURE.match(_content(line, False)):
+            written.append(lines.plain[index])
+            if _MOBILE_SIGNATURE.match(lines.plain[index]) and _own_paragraph(lines, index):
                 cut = index + 1
                 break
         previous_quoted = quoted
@@ -288,35 +375,41 @@ def _split_text(text: str) -> Reply:
     # A quoted block (or decoration) ending the new text is history, not a citation.
     last = cut - 1
     while last >= 0:
-        line = lines[last]
-        if keep[last] and not _QUOTED.match(line) and not _DECORATION.match(line):
+        if keep[last] and not lines.quoted[last] and not _DECORATION.match(lines.raw[last]):
             break
         keep[last] = False
         last -= 1
 
-    kept = [_clean(line) for line, wanted in zip(lines, keep, strict=True) if wanted]
-    removed = [line.rstrip() for line, wanted in zip(lines, keep, strict=True) if not wanted]
+    kept = [_clean(line) for line, wanted in zip(lines.raw, keep, strict=True) if wanted]
+    removed = [line.rstrip() for line, wanted in zip(lines.raw, keep, strict=True) if not wanted]
     return Reply(text=_trim_blank_lines(kept), quoted=_trim_blank_lines(removed))
 
 
-def _greeting_then_answers(written: list[str], lines: list[str], start: int) -> bool:
+def _greeting_then_answers(written: list[str], lines: _Lines, start: int) -> bool:
     """True when only a greeting precedes an attribution whose quote is answered below it.
 
     "Hi,\\nOn ... wrote:\\n> question\\nanswer" is inline posting, not a top-posted "Hi,".
     """
     if len(written) != 1 or not _GREETING.match(written[0]):
         return False
+    count = len(lines.raw)
     index = start
-    while index < len(lines) and _is_blank(lines[index]):
+    while index < count and not lines.plain[index]:
         index += 1
-    if index >= len(lines) or not _QUOTED.match(lines[index]):
+    if index >= count or not lines.quoted[index]:
         return False
-    for line in lines[index:]:
-        if _QUOTED.match(line) or not _is_meaningful(line):
+    for position in range(index, count):
+        text = lines.plain[position]
+        if lines.quoted[position] or not _is_meaningful(text):
             continue
-        content = _content(line, False)
-        return not (_SIGNATURE_START.match(content) or _MOBILE_SIGNATURE.match(content))
+        return not (_SIGNATURE_START.match(text) or _MOBILE_SIGNATURE.match(text))
     return False
+
+
+def _own_paragraph(lines: _Lines, index: int) -> bool:
+    before = index == 0 or not lines.plain[index - 1]
+    after = index + 1 >= len(lines.raw) or not lines.plain[index + 1]
+    return before and after
 
 
 def _is_meaningful(line: str) -> bool:
@@ -345,57 +438,51 @@ def _join_blocks(*blocks: str) -> str:
     return "\n\n".join(block for block in blocks if block)
 
 
-def _divider_above(lines: list[str], index: int, keep: list[bool]) -> int:
+def _divider_above(lines: _Lines, index: int, keep: list[bool]) -> int:
     """Where the history starts: at the header, or at an "_____" divider just above it."""
     above = index - 1
-    while above >= 0 and _is_blank(lines[above]):
+    while above >= 0 and not lines.plain[above]:
         above -= 1
-    if above >= 0 and keep[above] and _DIVIDER.match(lines[above]):
+    if above >= 0 and keep[above] and _DIVIDER.match(lines.plain[above]):
         return above
     return index
 
 
-def _content(line: str, quoted: bool) -> str:
-    if quoted:
-        line = _QUOTE_PREFIX.sub("", line)
-    return _INVISIBLE.sub(" ", line).strip()
-
-
-def _header_at(lines: list[str], index: int, *, quoted: bool) -> tuple[_HeaderKind, int] | None:
-    """The quote header starting at `lines[index]`, as (kind, index after it), or None."""
-    first = _content(lines[index], quoted)
+def _header_at(lines: _Lines, index: int, quoted: bool) -> tuple[_HeaderKind, int] | None:
+    """The quote header starting at line `index`, as (kind, index after it), or None."""
+    first = lines.text(index, quoted)
     if not first:
+        return None
+    end = _header_block_end(lines, index, quoted)
+    if end is not None:
+        return "block", end
+    if len(first) > _MAX_ATTRIBUTION_CHARS:
+        # Markers and attributions are short; long lines are the staff member's text.
         return None
     if _FORWARD_INTRO.match(first):
         return "block", index + 1
     marker = _DASHED_MARKER.match(first)
     if marker and _MARKER_WORDS.search(marker.group(1)) and not _VERB_ANYWHERE.search(first):
         return "block", index + 1
-    end = _header_block_end(lines, index, quoted)
-    if end is not None:
-        return "block", end
     end = _attribution_end(lines, index, quoted)
     if end is not None:
         return "attribution", end
     return None
 
 
-def _header_block_end(lines: list[str], index: int, quoted: bool) -> int | None:
+def _header_block_end(lines: _Lines, index: int, quoted: bool) -> int | None:
     """End of an Outlook-style "From:/Sent:/To:/Subject:" block starting at `index`."""
-    if not _HEADER_LINE.match(_content(lines[index], quoted)):
+    if lines.field[index] is None:
         return None
     categories: set[str] = set()
     end = index
     wrapped = 0
-    for position in range(index, min(index + _MAX_HEADER_BLOCK_LINES, len(lines))):
-        if quoted and not _QUOTED.match(lines[position]):
+    for position in range(index, min(index + _MAX_HEADER_BLOCK_LINES, len(lines.raw))):
+        if lines.quoted[position] != quoted or not lines.text(position, quoted):
             break
-        content = _content(lines[position], quoted)
-        if not content:
-            break
-        match = _HEADER_LINE.match(content)
-        if match:
-            categories.add(_KEY_CATEGORY[match.group(1).lower()])
+        field = lines.field[position]
+        if field is not None:
+            categories.add(field)
             end = position + 1
             wrapped = 0
         else:
@@ -407,87 +494,106 @@ def _header_block_end(lines: list[str], index: int, quoted: bool) -> int | None:
     return None
 
 
-def _attribution_end(lines: list[str], index: int, quoted: bool) -> int | None:
+def _attribution_end(lines: _Lines, index: int, quoted: bool) -> int | None:
     """End of an "On <date>, <name> wrote:" attribution starting at `index` (maybe wrapped)."""
-    contents = _attribution_lines(lines, index, quoted)
-    for last in range(len(contents)):
-        if not contents[last]:
-            continue
-        joined = " ".join(part for part in contents[: last + 1] if part)
-        if len(joined) > _MAX_ATTRIBUTION_CHARS:
+    parts = _attribution_lines(lines, index, quoted)
+    if not parts:
+        return None
+    opens = bool(_OPENER.match(parts[0][1]))
+    size = 0
+    for last, (position, text) in enumerate(parts):
+        size += len(text) + 1
+        if size > _MAX_ATTRIBUTION_CHARS:
             return None
-        following = index + last + 1
+        if not text or not _may_end_attribution(text, opens):
+            continue
 
-        def quote_follows(after: int = following) -> bool:
+        def quote_follows(after: int = position + 1) -> bool:
             return _quote_follows(lines, after)
 
-        if not _is_attribution(joined, quote_follows):
+        if not _is_attribution(lines, parts[: last + 1], quote_follows):
             continue
         if last == 0:
-            return following
-        if not _starts_like_attribution(contents[0]):
+            return position + 1
+        if not _starts_like_attribution(parts[0][1], lines.traits(parts[0][0])):
             return None
         # A finished sentence is the staff member's own text, not the start of a wrapped header.
-        if any(_SENTENCE_END.search(part) and not _EMAIL.search(part) for part in contents[:last]):
-            return None
+        for earlier, earlier_text in parts[:last]:
+            if _SENTENCE_END.search(earlier_text) and not lines.traits(earlier).address:
+                return None
         # Likewise when the attribution also matches from a later line that opens like one.
         for start in range(1, last + 1):
-            rest = " ".join(part for part in contents[start : last + 1] if part)
-            if contents[start] and _strong_start(contents[start]) and _is_attribution(rest, quote_follows):
+            later = parts[start][1]
+            rest = parts[start : last + 1]
+            if later and _strong_start(later) and _is_attribution(lines, rest, quote_follows):
                 return None
-        return following
+        return position + 1
     return None
 
 
-def _attribution_lines(lines: list[str], index: int, quoted: bool) -> list[str]:
-    """The lines an attribution starting at `index` may span ("" for a blank line)."""
-    contents: list[str] = []
+def _attribution_lines(lines: _Lines, index: int, quoted: bool) -> list[tuple[int, str]]:
+    """The (index, text) of the lines an attribution starting at `index` may span."""
+    parts: list[tuple[int, str]] = []
     blanks = 0
-    for position in range(index, min(index + _MAX_ATTRIBUTION_LINES, len(lines))):
-        line = lines[position]
-        line_quoted = bool(_QUOTED.match(line))
+    for position in range(index, min(index + _MAX_ATTRIBUTION_LINES, len(lines.raw))):
+        line_quoted = lines.quoted[position]
         if quoted and not line_quoted:
             break
         if line_quoted and not quoted:
             # Wrapping can push the end of "<addr>" or the verb to a line of its own that
             # then looks quoted ("> wrote:", ">:"); anything else quoted ends the attribution.
-            if position > index and _WRAPPED_TAIL.match(_content(line, True)):
-                contents.append(_content(line, False))
+            if position > index and _WRAPPED_TAIL.match(lines.inner[position]):
+                parts.append((position, lines.plain[position]))
             break
-        content = _content(line, quoted)
-        if not content:
+        text = lines.text(position, quoted)
+        if not text:
             if position == index:
                 return []
             blanks += 1
             if blanks > 1:
                 break
-        contents.append(content)
-    return contents
+        parts.append((position, text))
+    return parts
 
 
-def _is_attribution(joined: str, quote_follows: Callable[[], bool]) -> bool:
-    text = joined.strip(" *_>")
-    has_address = bool(_EMAIL.search(text))
-    has_date = bool(_DATE.search(text))
-    if _VERB_AT_END.search(text):
+def _may_end_attribution(line: str, opens: bool) -> bool:
+    """Cheap test on the last line of a candidate: can an attribution end like this?"""
+    tail = line.rstrip(" *_")[-1:]
+    return tail in (":", "：", "-", ">") or (opens and tail.isalpha())
+
+
+def _is_attribution(
+    lines: _Lines, parts: list[tuple[int, str]], quote_follows: Callable[[], bool]
+) -> bool:
+    """Do these lines (an attribution candidate, blank ones included) make an attribution?"""
+    present = [(position, text) for position, text in parts if text]
+    traits = [lines.traits(position) for position, _ in present]
+    end = traits[-1]
+    has_address = any(t.address for t in traits)
+    has_date = any(t.date for t in traits)
+    if end.verb_end:
         return has_address or has_date
     if not has_address:
         return False
-    if _VERB_BARE_END.search(text):
-        return bool(_OPENER.match(text))
-    if not text.endswith((":", "：", ">")):
+    if end.bare_verb_end:
+        return bool(_OPENER.match(present[0][1]))
+    last = present[-1][1].rstrip(" *_")
+    if not last.endswith((":", "：", ">")):
         return False
-    if has_date and _ADDRESS_AT_END.search(text):
+    if not has_date:
+        return False
+    if end.address_end:
+        # "<date>, <name> <addr>:", "Den 3 april 2025 skrev X <addr>:".
         return True
-    if text.endswith((":", "：")) and _VERB_ANYWHERE.search(text):
-        # "Am 3. April schrieb X <addr>:", "Den 3 april skrev X <addr>:".
+    if last.endswith((":", "：")) and any(t.verb for t in traits):
+        # "X <addr> schrieb am Fr., 28. Apr. 2017 um 11:53 Uhr:".
         return True
-    # Gmail in some locales and mutt: "<date> <name> <addr>:" with the quote right below.
-    return has_date and quote_follows()
+    # Gmail in some locales: "<date> <name> <addr>" with the quote right below.
+    return last.endswith(">") and quote_follows()
 
 
-def _starts_like_attribution(line: str) -> bool:
-    if _strong_start(line) or _EMAIL.search(line) or _DATE.search(line):
+def _starts_like_attribution(line: str, traits: _Traits) -> bool:
+    if _strong_start(line) or traits.address or traits.date:
         return True
     return line.startswith(("<", '"', "*"))
 
@@ -496,11 +602,11 @@ def _strong_start(line: str) -> bool:
     return bool(_OPENER.match(line) or _DATE_START.match(line))
 
 
-def _quote_follows(lines: list[str], start: int) -> bool:
-    for line in lines[start : start + 3]:
-        if _is_blank(line):
-            continue
-        return line.lstrip().startswith((">", "|"))
+def _quote_follows(lines: _Lines, start: int) -> bool:
+    for position in range(start, min(start + 3, len(lines.raw))):
+        text = lines.plain[position]
+        if text:
+            return text.startswith((">", "|"))
     return False
 
 
@@ -521,7 +627,7 @@ def _html_quote_start(html: str) -> tuple[int, bool] | None:
         # An <hr> counts only when a header block follows it ("From: ... Sent: ...").
         after = html_to_text(html[match.start() : match.start() + _HR_LOOKAHEAD])
         lines = [line for line in after.split("\n") if not _is_blank(line)]
-        if lines and _header_block_end(lines, 0, quoted=False) is not None:
+        if lines and _header_block_end(_Lines.of(lines), 0, quoted=False) is not None:
             best = (match.start(), True)
             break
     return best
