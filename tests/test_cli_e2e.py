@@ -41,15 +41,18 @@ def test_once_then_cases_and_status(tmp_path: Path, pymap, smtp, capsys: pytest.
     assert shown["messages"][0]["text"].strip() == "My service has failed (1)."
     assert case["reference"] in shown["messages"][1]["text"]
     assert [e["kind"] for e in shown["events"]] == [
-        "complaint_received", "timer_planned", "timer_planned", "timer_planned",
+        "complaint_received", "timer_planned", "timer_planned", "timer_planned", "timer_planned",
         "staff_not_notified", "email_queued", "email_sent"]
-    # Received Wednesday 1 April 2026, 10:00 BST (RULES-RESEARCH.md WE9a, WE9b, WE9c).
-    assert [(t["rule"], t["due_at"]) for t in shown["timers"]] == [
-        ("initial_response", "2026-04-02T09:00:00+00:00"),
-        ("daily_update", "2026-04-02T16:30:00+00:00"),
-        ("adr_letter", "2026-05-27T09:00:00+00:00"),
+    # Received Wednesday 1 April 2026, 10:00 BST (RULES-RESEARCH.md WE9a, WE9b, WE9c): the
+    # reminder two business hours before the initial response, the update half an hour
+    # before Thursday's 17:30 BST close, the ADR letter at eight weeks.
+    assert [(t["rule"], t["kind"], t["due_at"]) for t in shown["timers"]] == [
+        ("initial_response", "reminder", "2026-04-01T15:30:00+00:00"),
+        ("initial_response", "due", "2026-04-02T09:00:00+00:00"),
+        ("daily_update", "due", "2026-04-02T16:00:00+00:00"),
+        ("adr_letter", "due", "2026-05-27T09:00:00+00:00"),
     ]
-    assert [t["promised"] for t in shown["timers"]] == [True, True, True]
+    assert all(t["promised"] for t in shown["timers"])
     assert shown["events"][0]["detail"]["classification"] == "human"
 
     assert main(["--config", config, "cases", "show", case["reference"]]) == 0

@@ -119,7 +119,7 @@ def test_rule_edit_replans_open_cases_with_an_audit_trail(tmp_path: Path, pymap,
     deliver_many("127.0.0.1", pymap.port, address, PASSWORD, [(complaint(1), START)])
     worker.once(START)
     reference = worker.cases()[0]["reference"]
-    before = {t["rule"]: t["due_at"] for t in worker.case(reference)["timers"]}
+    before = {t["rule"]: t["due_at"] for t in worker.case(reference)["timers"] if t["kind"] == "due"}
     assert before["email_response"] == "2026-06-08T16:30:00+00:00"
 
     # The provider closes on Thursday 4 June: the target moves a day, the ADR letter does not.
@@ -128,10 +128,12 @@ def test_rule_edit_replans_open_cases_with_an_audit_trail(tmp_path: Path, pymap,
     worker.once(datetime(2026, 6, 3, 8, 0, tzinfo=UTC))
 
     case = worker.case(reference)
-    after = {t["rule"]: t["due_at"] for t in case["timers"]}
+    after = {t["rule"]: t["due_at"] for t in case["timers"] if t["kind"] == "due"}
     assert after["email_response"] == "2026-06-09T16:30:00+00:00"
     assert after["adr_letter"] == before["adr_letter"]
-    [event] = [e for e in case["events"] if e["kind"] == "timer_replanned"]
+    replanned = [e for e in case["events"] if e["kind"] == "timer_replanned"]
+    assert {e["detail"]["kind"] for e in replanned} == {"due", "reminder"}
+    [event] = [e for e in replanned if e["detail"]["kind"] == "due"]
     assert event["detail"]["rule"] == "email_response"
     assert "elapsed business time" in event["detail"]["reason"]
     worker.close()

@@ -180,11 +180,15 @@ def test_resolved_and_reopen(desk: Desk):
     desk.staff_reply("#resolved\n\nGlad we could fix it.\n")
     case = desk.case()
     assert case["status"] == "resolved"
-    assert set(desk.timers().values()) <= {"cancelled", "met"}
+    assert desk.timers()["adr_letter"] == "suspended"
     assert "case resolved" in confirmation_of(desk)
     assert body(purpose(desk.smtp, "relay")[0]) == "Glad we could fix it.\n"
+    [resolution] = purpose(desk.smtp, "resolution")
+    assert resolution.rcpt_tos == (CUSTOMER,)
+    assert "Communications Ombudsman" in body(resolution), "the ADR right is restated"
     desk.staff_reply("#reopen\n")
     assert desk.case()["status"] == "open"
+    assert desk.timers()["adr_letter"] == "pending", "the original clock continues"
     assert "case reopened" in confirmation_of(desk)
     assert len(purpose(desk.smtp, "relay")) == 1, "a command-only reply relays nothing"
 

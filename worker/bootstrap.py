@@ -24,6 +24,7 @@ from worker.services.dispatch import DispatchService
 from worker.services.ingest import IngestService
 from worker.services.rules_watch import RulesWatcher
 from worker.services.staff import sample_staff_context
+from worker.services.sweep import TimerSweep
 from worker.services.timers import Calendars, replan_open_cases
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def check_rules(config: Config, renderer: TemplateRenderer) -> dict[str, Provide
     return providers
 
 
-STAFF_TEMPLATES = ("staff_notification", "confirmation", "command_error")
+STAFF_TEMPLATES = ("staff_notification", "confirmation", "command_error", "reminder",
+                   "escalation", "alert")
 
 
 def templates_used(rules: ProviderRules) -> list[str]:
@@ -83,6 +85,8 @@ def templates_used(rules: ProviderRules) -> list[str]:
     names += [o.template for o in rules.obligations if o.template]
     if rules.deadlock:
         names.append(rules.deadlock.template)
+    if rules.resolution_template:
+        names.append(rules.resolution_template)
     return list(dict.fromkeys(names))
 
 
@@ -134,8 +138,10 @@ def build_app(config_path: Path) -> App:
     watcher = RulesWatcher(folders=(config.rules_dir, config.templates_dir), providers=providers,
                            load=lambda: check_rules(config, TemplateRenderer(config.templates_dir)),
                            on_change=use_rules)
+    sweep = TimerSweep(sessions=sessions, desk=ingest.desk, config=config,
+                       providers=lambda: ingest.providers)
     cycle = Cycle(config=config, sessions=sessions, ingest=ingest, dispatch=dispatch,
-                  mailbox_factory=ImapMailbox, rules_watcher=watcher)
+                  mailbox_factory=ImapMailbox, rules_watcher=watcher, sweep=sweep)
     app = App(config=config, engine=engine, sessions=sessions, providers=providers,
                renderer=renderer, cycle=cycle)
     app_holder.append(app)

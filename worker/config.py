@@ -63,6 +63,8 @@ class MailboxConfig:
     notify: tuple[str, ...]
     # Authentication-Results authserv-ids of our own receiving servers (RFC 8601).
     trusted_authserv_ids: tuple[str, ...]
+    # Stage owner roles of the rule file (team-leader, manager, ...) -> their addresses.
+    roles: dict[str, tuple[str, ...]]
     acknowledge: bool
     fetch_batch: int
 
@@ -167,7 +169,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
 _MAILBOX_KEYS = {
     "name", "rules", "address", "host", "port", "security", "tls_ca_file", "username", "auth",
     "password", "password_env", "token_command", "folder", "processed_folder", "processed_keyword",
-    "staff", "notify", "trusted_authserv_ids", "acknowledge", "fetch_batch",
+    "staff", "notify", "trusted_authserv_ids", "roles", "acknowledge", "fetch_batch",
 }
 
 
@@ -225,11 +227,28 @@ def _mailboxes(
             notify=tuple(a.lower() for a in notify),
             trusted_authserv_ids=tuple(
                 t.lower() for t in check.string_list(table, (*at, "trusted_authserv_ids"))),
+            roles=_roles(check, table, at),
             acknowledge=check.boolean(table, (*at, "acknowledge"), default=True),
             fetch_batch=check.integer(table, (*at, "fetch_batch"), default=100, minimum=1,
                                       maximum=1000),
         ))
     return tuple(result)
+
+
+def _roles(check: Checker, table: dict[str, Any], at: tuple[str | int, ...]
+           ) -> dict[str, tuple[str, ...]]:
+    raw = table.get("roles", {})
+    if not isinstance(raw, dict):
+        check.error((*at, "roles"), "'roles' must be a table of role = [addresses]")
+        return {}
+    roles: dict[str, tuple[str, ...]] = {}
+    for role in raw:
+        values = check.string_list(raw, (*at, "roles", role))
+        for address in values:
+            if why := address_problem(address):
+                check.error((*at, "roles", role), f"invalid address '{address}': {why}")
+        roles[role] = tuple(a.lower() for a in values)
+    return roles
 
 
 def _tls(

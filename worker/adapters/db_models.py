@@ -205,9 +205,14 @@ class Timer(Base):
     occurrence: Mapped[int] = mapped_column(Integer, default=1)
     # When the obligation's clock started (its trigger).
     start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the worker acts on it: the sweep fires timers whose due_at has come.
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # pending | fired | cancelled | met
+    # The obligation's own deadline when the worker acts before it (an automatic update is
+    # sent shortly before its deadline); None means due_at is the deadline.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # pending | fired | met | cancelled | suspended (case resolved; resumes on reopening)
     status: Mapped[str] = mapped_column(String(20))
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The due time was stated to the customer, so a rule change never moves it.
     promised: Mapped[bool] = mapped_column(default=False)
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime)

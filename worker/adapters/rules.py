@@ -105,7 +105,7 @@ class _ProviderLoader:
         check, data = self.check, self.data
         check.unknown_keys(data, (), {"provider", "hours", "calendar", "acknowledgement",
                                       "defaults", "stages", "obligations", "deadlock",
-                                      "exceptions"})
+                                      "exceptions", "resolution"})
         p = check.table(data, ("provider",))
         check.unknown_keys(p, ("provider",), {
             "id", "name", "reference_prefix", "complaints_address", "timezone", "holiday_region",
@@ -159,6 +159,16 @@ class _ProviderLoader:
         obligations = self._obligations(provider_id, regime, stages)
         deadlock = self._deadlock(provider_id, regime)
         no_adr_letter = self._exceptions(regime)
+        resolution = check.table(data, ("resolution",), required=regime is not None)
+        check.unknown_keys(resolution, ("resolution",), {"template", "reopen_within"})
+        resolution_template = check.string(resolution, ("resolution", "template"),
+                                           default="") or None
+        if resolution_template:
+            self._template(provider_id, resolution_template, ("resolution", "template"))
+        elif regime is not None:
+            check.error(("resolution",), f"regime '{regime.id}' requires a resolution template "
+                                         "(it restates the ADR right)")
+        reopen_within = self._duration(resolution, ("resolution", "reopen_within"), required=False)
 
         if check.problems:
             return None
@@ -171,6 +181,7 @@ class _ProviderLoader:
             weekly_hours=weekly, hours_confirmed=confirmed, closures=closures,
             extra_working_days=extra_days, stages=stages, obligations=obligations,
             deadlock=deadlock, no_adr_letter=no_adr_letter, reminder_before=reminder_before,
+            resolution_template=resolution_template, reopen_within=reopen_within,
         )
         if not confirmed:
             self.warnings.append(self.check.doc.problem(

@@ -49,6 +49,7 @@ def letter_context(
     received_at: datetime,
     first_raised_at: datetime,
     sent_at: datetime | None = None,
+    reopen_until: datetime | None = None,
 ) -> dict[str, Any]:
     scheme = _scheme(rules.scheme)
     adr = None
@@ -78,6 +79,7 @@ def letter_context(
             "first_raised_local": local_date_text(first_raised_at, rules.timezone),
         },
         "next_steps": rules.next_steps,
+        "reopen_until_local": local_date_text(reopen_until, rules.timezone) if reopen_until else "",
         "scheme": scheme,
         "adr": adr,
     }

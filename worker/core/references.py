@@ -21,3 +21,8 @@ def tagged_subject(reference: str, subject: str) -> str:
     tag = f"[{reference}]"
     cleaned = " ".join(subject.replace(tag, " ").split())
     return f"{tag} {cleaned}".strip()
+
+
+def without_references(subject: str) -> str:
+    """The subject with every bracketed case reference removed (a case's own subject line)."""
+    return " ".join(_IN_SUBJECT.sub(" ", subject).split())

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from worker.core.calendar import BusinessCalendar
-from worker.core.deadlines import due_at
-from worker.core.lifecycle import obligation_due
-from worker.core.rules import Obligation, ProviderRules, Severity
+from worker.core.deadlines import before, due_at
+from worker.core.lifecycle import next_occurrence, obligation_due
+from worker.core.rules import Duration, Obligation, Owner, ProviderRules, Severity
 
 # Obligations whose clocks start when the complaint arrives; the others start on later events.
 INTAKE_TRIGGERS = ("complaint_received", "first_raised", "acknowledgement_sent")
@@ -27,11 +27,13 @@ INTAKE_TRIGGERS = ("complaint_received", "first_raised", "acknowledgement_sent")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PlannedTimer:
     obligation_id: str
-    kind: str  # due | hard_limit
+    kind: str  # due | hard_limit | reminder | deadlock_decision
     start_at: datetime
     due_at: datetime
     promised: bool
     occurrence: int = 1
+    # The obligation's deadline when the worker acts before it (automatic updates).
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,15 +62,53 @@ def intake_timers(rules: ProviderRules, calendar: BusinessCalendar, *, received:
             continue
         start = first_raised if obligation.trigger == "first_raised" else received
         promised = is_promised(obligation)
+        due = obligation_due(rules, calendar, obligation, start)
+        if obligation.repeat is not None:
+            timers.append(occurrence_timer(calendar, obligation, previous=start, deadline=due,
+                                           occurrence=1))
+            continue
         timers.append(PlannedTimer(obligation_id=obligation.id, kind="due", start_at=start,
-                                   due_at=obligation_due(rules, calendar, obligation, start),
-                                   promised=promised))
+                                   due_at=due, promised=promised))
+        lead = obligation.reminder_before or rules.reminder_before
+        if obligation.owner is Owner.STAFF and lead is not None:
+            remind_at = before(calendar, lead, due, not_before=start)
+            if remind_at < due:
+                timers.append(PlannedTimer(obligation_id=obligation.id, kind="reminder",
+                                           start_at=start, due_at=remind_at, promised=promised))
         if obligation.hard_limit is not None:
             timers.append(PlannedTimer(obligation_id=obligation.id, kind="hard_limit",
                                        start_at=start,
                                        due_at=due_at(calendar, obligation.hard_limit, start),
                                        promised=promised))
     return timers
+
+
+def occurrence_timer(calendar: BusinessCalendar, obligation: Obligation, *, previous: datetime,
+                     deadline: datetime, occurrence: int) -> PlannedTimer:
+    """A repeating obligation's occurrence: acted on `send_before` its deadline, if set."""
+    send_at = deadline
+    if obligation.send_before is not None:
+        send_at = before(calendar, obligation.send_before, deadline, not_before=previous)
+    return PlannedTimer(obligation_id=obligation.id, kind="due", start_at=previous,
+                        due_at=send_at, deadline_at=deadline, promised=is_promised(obligation),
+                        occurrence=occurrence)
+
+
+def catch_up(calendar: BusinessCalendar, cadence: Duration, deadline: datetime,
+             sent_at: datetime) -> tuple[list[datetime], datetime, datetime]:
+    """Occurrences of a repeating obligation around one message sent at `sent_at`.
+
+    `deadline` is the occurrence in hand. Returns the deadlines already missed (before
+    `sent_at`: downtime), the occurrence the message covers (the first deadline at or after
+    it), and the deadline after that. One message covers one occurrence; the missed ones are
+    recorded as breaches, never replayed one message per missed day.
+    """
+    missed: list[datetime] = []
+    covered = deadline
+    while covered < sent_at:
+        missed.append(covered)
+        covered = next_occurrence(calendar, cadence, covered)
+    return missed, covered, next_occurrence(calendar, cadence, covered)
 
 
 def replan(timer: PlannedTimer, *, new_rules: ProviderRules, old_calendar: BusinessCalendar,

@@ -169,6 +169,10 @@ class ProviderRules:
     deadlock: DeadlockPolicy | None = None
     no_adr_letter: frozenset[str] = field(default_factory=frozenset)
     reminder_before: Duration | None = None
+    # Sent to the customer when staff resolve the case (it restates the ADR right).
+    resolution_template: str | None = None
+    # A customer still unhappy within this long of the resolution reopens the case.
+    reopen_within: Duration | None = None
 
     def calendar_spec(self, region: str | None = None) -> CalendarSpec:
         """The business calendar of this provider, optionally in another holiday region."""

@@ -22,6 +22,7 @@ from worker.errors import MailboxError
 from worker.services.dispatch import DispatchResult, DispatchService
 from worker.services.ingest import IngestService, PollResult
 from worker.services.rules_watch import RulesWatcher
+from worker.services.sweep import TimerSweep
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class PassResult:
     polls: list[PollResult] = field(default_factory=list)
     mailbox_errors: dict[str, str] = field(default_factory=dict)
     dispatch: DispatchResult = field(default_factory=DispatchResult)
+    timers_fired: int = 0
 
     @property
     def ok(self) -> bool:
@@ -50,7 +52,8 @@ class Cycle:
     def __init__(self, *, config: Config, sessions: sessionmaker[Session], ingest: IngestService,
                  dispatch: DispatchService,
                  mailbox_factory: Callable[[MailboxConfig], MailboxSource],
-                 rules_watcher: RulesWatcher | None = None) -> None:
+                 rules_watcher: RulesWatcher | None = None,
+                 sweep: TimerSweep | None = None) -> None:
         self.config = config
         self.sessions = sessions
         self.ingest = ingest
@@ -59,6 +62,7 @@ class Cycle:
         self.health: dict[str, MailboxHealth] = {m.name: MailboxHealth() for m in config.mailboxes}
         self._smtp_outage: str | None = None
         self.rules_watcher = rules_watcher
+        self.sweep = sweep
 
     def run_pass(self, *, now: datetime, acknowledge: bool | None = None,
                  respect_backoff: bool = False,
@@ -82,6 +86,8 @@ class Cycle:
                 continue
             result.polls.append(poll)
             self._succeeded(mailbox, health, now)
+        if self.sweep is not None and not should_stop():
+            result.timers_fired = self.sweep.sweep(now=now)
         result.dispatch = self.dispatch_outbox(now=now)
         return result
 

@@ -27,7 +27,7 @@ from worker.core.intake import Decision, JoinCase, OpenCase, Quarantine, decide_
 from worker.core.letters import letter_context
 from worker.core.message import Classification, MessageKind, ParsedMessage
 from worker.core.parse import parse_message
-from worker.core.references import references_in_subject
+from worker.core.references import references_in_subject, without_references
 from worker.core.rules import ProviderRules
 from worker.core.staff import check_staff
 from worker.core.threading import candidate_ids, match_thread
@@ -282,7 +282,8 @@ class IngestService:
         case = Case(
             reference=repo.next_reference(session, rules.reference_prefix, year),
             provider_id=rules.id, mailbox=mailbox.name, status="open",
-            subject=parsed.subject or "(no subject)", customer_address=decision.customer_address,
+            subject=without_references(parsed.subject) or "(no subject)",
+            customer_address=decision.customer_address,
             customer_name=parsed.from_name, first_raised_at=decision.first_raised_at,
             created_at=now,
         )

@@ -12,7 +12,7 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.adapters import repository as repo
@@ -21,13 +21,15 @@ from worker.adapters.templates import Rendered, TemplateRenderer
 from worker.config import Config, MailboxConfig
 from worker.core.attachments import extract_attachments
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
+from worker.core.deadlines import due_at
 from worker.core.letters import letter_context, local_datetime_text
-from worker.core.lifecycle import obligation_due
+from worker.core.lifecycle import obligation_due, parse_cadence
 from worker.core.message import ParsedMessage
 from worker.core.quotes import extract_reply
-from worker.core.rules import ProviderRules
+from worker.core.replan import catch_up, occurrence_timer
+from worker.core.rules import Duration, Obligation, ProviderRules
 from worker.services.outbox import queue_email
-from worker.services.timers import Calendars
+from worker.services.timers import Calendars, add_timer
 
 NOTIFICATION = "staff-notification"
 
@@ -58,6 +60,10 @@ def sample_staff_context(rules: ProviderRules) -> dict[str, Any]:
         "received_local": "Monday 5 January 2026 at 10:00", "text": "Sample text.",
         "attachments": ["sample.pdf"], "warnings": ["sample warning"], "commands": usage_text(),
         "effects": ["#resolved: case resolved"], "relayed": True, "errors": ["sample error"],
+        "obligation": {"id": "sample", "quote": "Sample quote.", "severity": "commitment",
+                       "due_local": "Tuesday 6 January 2026 at 10:00"},
+        "stage_owner": "Team Leader (team-leader)",
+        "alert": {"title": "sample alert", "detail": "Sample detail."},
     }
 
 
@@ -202,17 +208,15 @@ class StaffDesk:
         name, argument = command.name, command.argument
         effect: str
         if name == "resolved":
-            case.status, case.resolved_at = "resolved", now
-            cancelled = self._cancel_timers(session, case, None, now, "resolved")
-            effect = f"case resolved; {cancelled} pending deadline(s) cancelled"
+            effect = self.resolve(session, case, rules, mailbox, now)
         elif name == "reopen":
-            case.status, case.resolved_at = "open", None
-            effect = "case reopened; its original clocks continue"
+            effect = self.reopen(session, case, rules, now, by=staff)
         elif name == "deadlock":
             assert rules.deadlock is not None
-            self._deadlock_letter(session, case, rules, mailbox, now)
+            self.deadlock_letter(session, case, rules, mailbox, now)
             effect = "deadlock letter queued to the customer"
         elif name == "decline-deadlock":
+            self._cancel_timers(session, case, "deadlock_decision", now, "declined by staff")
             effect = f"deadlock letter declined ({argument})"
         elif name in ("vexatious", "out-of-jurisdiction"):
             case.adr_exception, case.adr_exception_reason = name, argument
@@ -221,6 +225,7 @@ class StaffDesk:
         elif name == "updates":
             case.update_cadence = argument
             effect = f"update cadence agreed with the customer: {argument}"
+            effect += self._replan_updates(session, case, rules, now)
         elif name == "stage":
             case.stage = int(argument)
             stage = rules.stage(case.stage)
@@ -236,6 +241,27 @@ class StaffDesk:
                        inbound_message_id=row.id,
                        detail={"staff": staff, "command": str(command), "effect": effect})
         return f"{command}: {effect}"
+
+    def _replan_updates(self, session: Session, case: Case, rules: ProviderRules,
+                        now: datetime) -> str:
+        """The agreed cadence runs from now: the pending update moves to its first occurrence."""
+        calendar = self.calendars.for_rules(rules)
+        moved = []
+        for obligation in rules.obligations:
+            if obligation.repeat is None or not obligation.agreed_cadence:
+                continue
+            pending = list(session.scalars(select(Timer).where(
+                Timer.case_id == case.id, Timer.obligation_id == obligation.id,
+                Timer.status == "pending")))
+            for timer in pending:
+                timer.status = "cancelled"
+            occurrence = max((t.occurrence for t in pending), default=0) + 1
+            deadline = due_at(calendar, self.cadence(case, obligation), now)
+            planned = occurrence_timer(calendar, obligation, previous=now, deadline=deadline,
+                                       occurrence=occurrence)
+            add_timer(session, case.id, planned, now)
+            moved.append(f"next {obligation.id} due {deadline.isoformat()}")
+        return f" ({'; '.join(moved)})" if moved else ""
 
     def _first_raised(self, session: Session, case: Case, rules: ProviderRules, argument: str,
                       now: datetime) -> str:
@@ -262,29 +288,105 @@ class StaffDesk:
                 "due_at": timer.due_at.isoformat(), "reason": "first raised earlier"})
         return f"first raised on {day}" + (f"; {'; '.join(moved)}" if moved else "")
 
-    def _cancel_timers(self, session: Session, case: Case, obligation_id: str | None,
-                       now: datetime, reason: str) -> int:
-        query = select(Timer).where(Timer.case_id == case.id, Timer.status == "pending")
+    def resolve(self, session: Session, case: Case, rules: ProviderRules,
+                mailbox: MailboxConfig, now: datetime) -> str:
+        """Resolve: suspend every pending deadline and send the resolution letter."""
+        case.status, case.resolved_at = "resolved", now
+        suspended = self._set_timers(session, case, ("pending",), "suspended", now, "resolved")
+        effect = f"case resolved; {suspended} pending deadline(s) suspended"
+        if rules.resolution_template:
+            reopen_until = (due_at(self.calendars.for_rules(rules), rules.reopen_within, now)
+                            if rules.reopen_within else None)
+            count = session.scalar(select(func.count()).select_from(Outbox).where(
+                Outbox.case_id == case.id, Outbox.purpose == "resolution")) or 0
+            self.letter(session, case, rules, mailbox, template=rules.resolution_template,
+                        purpose="resolution", key=f"resolution:{case.reference}:{count + 1}",
+                        now=now, reopen_until=reopen_until)
+            effect += "; resolution letter queued to the customer"
+        return effect
+
+    def reopen(self, session: Session, case: Case, rules: ProviderRules, now: datetime, *,
+               by: str) -> str:
+        """Reopen: suspended deadlines resume on their original clocks (one missed while
+        resolved fires at once); a repeating one restarts from now, without breaches."""
+        case.status, case.resolved_at = "open", None
+        calendar = self.calendars.for_rules(rules)
+        resumed = 0
+        for timer in list(session.scalars(select(Timer).where(Timer.case_id == case.id,
+                                                              Timer.status == "suspended"))):
+            obligation = rules.obligation(timer.obligation_id)
+            if obligation is not None and obligation.repeat is not None:
+                timer.status = "cancelled"
+                # No breaches while resolved: the next deadline at or after now is the one due.
+                _, covered, _ = catch_up(calendar, self.cadence(case, obligation),
+                                         timer.deadline_at or timer.due_at, now)
+                add_timer(session, case.id, occurrence_timer(
+                    calendar, obligation, previous=now, deadline=covered,
+                    occurrence=timer.occurrence + 1), now)
+            else:
+                timer.status = "pending"
+            resumed += 1
+        repo.add_event(session, case.id, "case_reopened", at=now,
+                       detail={"by": by, "timers_resumed": resumed})
+        return f"case reopened; {resumed} deadline(s) resumed on their original clocks"
+
+    def cadence(self, case: Case, obligation: Obligation) -> Duration:
+        if obligation.agreed_cadence and case.update_cadence:
+            return parse_cadence(case.update_cadence)
+        assert obligation.repeat is not None
+        return obligation.repeat
+
+    def _set_timers(self, session: Session, case: Case, statuses: tuple[str, ...], to: str,
+                    now: datetime, reason: str, obligation_id: str | None = None,
+                    kind: str | None = None) -> int:
+        query = select(Timer).where(Timer.case_id == case.id, Timer.status.in_(statuses))
         if obligation_id:
             query = query.where(Timer.obligation_id == obligation_id)
+        if kind:
+            query = query.where(Timer.kind == kind)
         timers = list(session.scalars(query))
         for timer in timers:
-            timer.status = "cancelled"
-            repo.add_event(session, case.id, "timer_cancelled", at=now, detail={
-                "rule": timer.obligation_id, "kind": timer.kind,
+            timer.status = to
+            repo.add_event(session, case.id, f"timer_{to}", at=now, detail={
+                "rule": timer.obligation_id, "kind": timer.kind, "occurrence": timer.occurrence,
                 "due_at": timer.due_at.isoformat(), "reason": reason})
         return len(timers)
 
+    def _cancel_timers(self, session: Session, case: Case, obligation_id: str | None,
+                       now: datetime, reason: str) -> int:
+        return self._set_timers(session, case, ("pending", "suspended"), "cancelled", now,
+                                reason, obligation_id)
+
     def _mark_met(self, session: Session, case: Case, rules: ProviderRules,
                   kinds: tuple[str, ...], now: datetime) -> None:
+        """An update or reply went out: the deadlines it meets are met (late ones too)."""
         met = {o.id for o in rules.obligations if o.met_by & set(kinds)}
-        for timer in session.scalars(select(Timer).where(Timer.case_id == case.id,
-                                                         Timer.status == "pending")):
-            if timer.obligation_id in met:
-                timer.status = "met"
-                repo.add_event(session, case.id, "timer_met", at=now, detail={
-                    "rule": timer.obligation_id, "kind": timer.kind,
-                    "due_at": timer.due_at.isoformat(), "late": now > timer.due_at})
+        for timer in list(session.scalars(select(Timer).where(
+                Timer.case_id == case.id, Timer.status.in_(("pending", "breached"))))):
+            if timer.obligation_id not in met:
+                continue
+            deadline = timer.deadline_at or timer.due_at
+            timer.status = "met"
+            repo.add_event(session, case.id, "timer_met", at=now, detail={
+                "rule": timer.obligation_id, "kind": timer.kind, "occurrence": timer.occurrence,
+                "due_at": deadline.isoformat(), "late": now > deadline})
+            obligation = rules.obligation(timer.obligation_id)
+            if obligation is not None and obligation.repeat is not None and timer.kind == "due":
+                self.schedule_next(session, case, rules, obligation, timer, sent_at=now, now=now)
+
+    def schedule_next(self, session: Session, case: Case, rules: ProviderRules,
+                      obligation: Obligation, timer: Timer, *, sent_at: datetime,
+                      now: datetime) -> list[datetime]:
+        """Plan the occurrence after the one a message sent at `sent_at` covered; returns the
+        deadlines missed before it (downtime), which the caller records as breaches."""
+        calendar = self.calendars.for_rules(rules)
+        missed, covered, following = catch_up(calendar, self.cadence(case, obligation),
+                                              timer.deadline_at or timer.due_at, sent_at)
+        skipped = len(missed)
+        add_timer(session, case.id, occurrence_timer(
+            calendar, obligation, previous=covered, deadline=following,
+            occurrence=timer.occurrence + 1 + skipped), now)
+        return missed
 
     # ------------------------------------------------------------------ mail
 
@@ -315,24 +417,51 @@ class StaffDesk:
             attachments=extract_attachments(row.raw),
         )
 
-    def _deadlock_letter(self, session: Session, case: Case, rules: ProviderRules,
-                         mailbox: MailboxConfig, now: datetime) -> Outbox:
-        assert rules.deadlock is not None
+    def letter(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+               *, template: str, purpose: str, key: str, now: datetime,
+               reopen_until: datetime | None = None) -> Outbox:
+        """A templated letter to the customer, threaded into their conversation."""
         context = letter_context(
             rules=rules, reference=case.reference, customer_name=case.customer_name,
             customer_address=self._customer_address(case), subject=case.subject,
-            received_at=case.created_at, first_raised_at=case.first_raised_at, sent_at=now)
-        rendered = self.renderer.render(rules.id, rules.deadlock.template, context)
+            received_at=case.created_at, first_raised_at=case.first_raised_at, sent_at=now,
+            reopen_until=reopen_until)
+        rendered = self.renderer.render(rules.id, template, context)
         in_reply_to, thread = self._customer_thread(session, case)
-        row = queue_email(
-            session, case=case, mailbox=mailbox.name, purpose="deadlock-letter",
-            idempotency_key=f"deadlock-letter:{case.reference}", from_name=rules.name,
-            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
-            to=[self._customer_address(case)], rendered=rendered, now=now,
-            in_reply_to=in_reply_to, references=thread)
+        return queue_email(
+            session, case=case, mailbox=mailbox.name, purpose=purpose, idempotency_key=key,
+            from_name=rules.name, from_address=mailbox.address,
+            envelope_from=self.config.smtp.envelope_from, to=[self._customer_address(case)],
+            rendered=rendered, now=now, in_reply_to=in_reply_to, references=thread)
+
+    def deadlock_letter(self, session: Session, case: Case, rules: ProviderRules,
+                        mailbox: MailboxConfig, now: datetime) -> Outbox:
+        assert rules.deadlock is not None
+        row = self.letter(session, case, rules, mailbox, template=rules.deadlock.template,
+                          purpose="deadlock-letter", key=f"deadlock-letter:{case.reference}",
+                          now=now)
         # The deadlock letter is the ADR letter: the threshold letter must not follow it.
         self._cancel_timers(session, case, "adr_letter", now, "deadlock letter sent")
+        self._cancel_timers(session, case, "deadlock_decision", now, "deadlock letter sent")
         return row
+
+    def to_roles(self, session: Session, case: Case, rules: ProviderRules,
+                 mailbox: MailboxConfig, *, roles: list[str], template: str, purpose: str,
+                 key: str, now: datetime, extra: dict[str, Any]) -> None:
+        """Staff mail to whoever holds `roles` (the notify addresses when nobody does)."""
+        addresses = list(dict.fromkeys(a for r in roles for a in mailbox.roles.get(r, ())))
+        addresses = addresses or list(mailbox.notify)
+        if not addresses:
+            repo.add_event(session, case.id, "staff_not_notified", at=now,
+                           detail={"reason": f"nobody holds {', '.join(roles)} and the mailbox "
+                                             "has no notify addresses", "purpose": purpose})
+            return
+        context = self._case_context(session, case, rules) | extra
+        rendered = self.renderer.render(rules.id, template, context)
+        queue_email(session, case=case, mailbox=mailbox.name, purpose=purpose,
+                    idempotency_key=key, from_name=rules.name, from_address=mailbox.address,
+                    envelope_from=self.config.smtp.envelope_from, to=addresses,
+                    rendered=rendered, now=now)
 
     def _to_staff(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
                   row: InboundMessage, staff: str, template: str, now: datetime,

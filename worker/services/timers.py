@@ -41,13 +41,22 @@ def plan_new_case(session: Session, case: Case, rules: ProviderRules, calendar: 
     """Add the new case's timers, in the caller's transaction, each with its audit event."""
     for planned in intake_timers(rules, calendar, received=case.first_raised_at,
                                  first_raised=case.first_raised_at, acknowledged=acknowledged):
-        session.add(Timer(case_id=case.id, obligation_id=planned.obligation_id, kind=planned.kind,
-                          occurrence=planned.occurrence, start_at=planned.start_at,
-                          due_at=planned.due_at, status="pending", promised=planned.promised,
-                          planned_at=now))
-        repo.add_event(session, case.id, "timer_planned", at=now, detail={
-            "rule": planned.obligation_id, "kind": planned.kind,
-            "due_at": planned.due_at.isoformat(), "promised": planned.promised})
+        add_timer(session, case.id, planned, now)
+
+
+def add_timer(session: Session, case_id: int, planned: PlannedTimer, now: datetime) -> Timer:
+    """Persist one planned timer with its audit event."""
+    timer = Timer(case_id=case_id, obligation_id=planned.obligation_id, kind=planned.kind,
+                  occurrence=planned.occurrence, start_at=planned.start_at,
+                  due_at=planned.due_at, deadline_at=planned.deadline_at, status="pending",
+                  promised=planned.promised, planned_at=now)
+    session.add(timer)
+    repo.add_event(session, case_id, "timer_planned", at=now, detail={
+        "rule": planned.obligation_id, "kind": planned.kind, "occurrence": planned.occurrence,
+        "due_at": planned.due_at.isoformat(),
+        "deadline_at": planned.deadline_at.isoformat() if planned.deadline_at else None,
+        "promised": planned.promised})
+    return timer
 
 
 def replan_open_cases(sessions: sessionmaker[Session], calendars: Calendars,
