@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     cases_list = cases.add_parser("list")
     cases_list.add_argument("--provider")
     cases_list.add_argument("--status")
+    cases_list.add_argument("--overdue", action="store_true",
+                            help="only open cases with a missed deadline")
     cases_list.add_argument("--json", action="store_true")
     cases_show = cases.add_parser("show")
     cases_show.add_argument("reference")
@@ -160,7 +162,7 @@ def _read(args: argparse.Namespace, path: Path) -> int:
                 _output(data, args.json, _print_status)
             elif args.cases_command == "list":
                 rows = queries.list_cases(session, provider=args.provider,
-                                          status_filter=args.status)
+                                          status_filter=args.status, overdue=args.overdue)
                 _output(rows, args.json, _print_case_list)
             else:
                 case = queries.show_case(session, args.reference)
@@ -281,26 +283,45 @@ def _require_current_schema(url: str, engine: Any) -> None:
 
 
 def _run_forever(app: Any) -> int:
+    """APScheduler runs the periodic ticks; deadlines live in the timer table, not in jobs.
+
+    The poll tick ingests mail; the timer tick fires due timers and dispatches the outbox. A
+    lock keeps the two from writing at once (SQLite has one writer), and each finishes the unit
+    of work in hand before a stop.
+    """
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    from worker.services.cycle import PassResult
+
     stop = threading.Event()
+    work = threading.Lock()
 
-    def one_pass() -> None:
-        try:
-            app.cycle.run_pass(now=datetime.now(UTC), respect_backoff=True,
-                               should_stop=stop.is_set)
-        except Exception:
-            log.exception("worker pass failed; the next pass will retry")
+    def tick(name: str, step: Any) -> None:
+        with work:
+            if stop.is_set():
+                return
+            try:
+                step(PassResult(), now=datetime.now(UTC))
+            except Exception:
+                log.exception("%s tick failed; the next tick will retry", name)
 
+    def poll(result: Any, *, now: datetime) -> None:
+        app.cycle.poll_mailboxes(result, now=now, respect_backoff=True, should_stop=stop.is_set)
+        app.cycle.fire_and_send(result, now=now)  # Acknowledge new mail at once.
+
+    settings = app.config.worker
     scheduler = BackgroundScheduler(timezone=UTC)
-    scheduler.add_job(one_pass, "interval", seconds=app.config.worker.poll_interval_seconds,
-                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
-                      id="pass")
+    scheduler.add_job(tick, "interval", args=["poll", poll], id="poll",
+                      seconds=settings.poll_interval_seconds, next_run_time=datetime.now(UTC),
+                      max_instances=1, coalesce=True)
+    scheduler.add_job(tick, "interval", args=["timers", app.cycle.fire_and_send], id="timers",
+                      seconds=settings.sweep_interval_seconds, max_instances=1, coalesce=True)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     scheduler.start()
-    log.info("worker running: %d mailbox(es), polling every %ss", len(app.config.mailboxes),
-             app.config.worker.poll_interval_seconds)
+    log.info("worker running: %d mailbox(es), polling every %ss, timers every %ss",
+             len(app.config.mailboxes), settings.poll_interval_seconds,
+             settings.sweep_interval_seconds)
     stop.wait()
     log.info("stopping: finishing the unit of work in hand")
     scheduler.shutdown(wait=True)
@@ -352,6 +373,10 @@ def _print_status(data: dict[str, Any]) -> None:
     print(f"outbox: {o['pending']} pending, {o['sent']} sent, {o['failed']} failed")
     for row in o["failed_rows"]:
         print(f"  failed #{row['id']} {row['purpose']}: {row['error']}")
+    overdue = data["overdue"]
+    print(f"overdue obligations: {overdue['total']}")
+    for row in overdue["latest"]:
+        print(f"  {row['reference']} {row['rule']} ({row['kind']}) was due {row['due_at']}")
     q = data["quarantine"]
     print(f"quarantine: {q['total']} message(s)")
     for row in q["latest"]:

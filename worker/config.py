@@ -72,6 +72,7 @@ class MailboxConfig:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerSettings:
     poll_interval_seconds: int
+    sweep_interval_seconds: int
     max_message_bytes: int
     outbox_retry_base_seconds: int
     outbox_retry_max_seconds: int
@@ -111,12 +112,14 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
 
     worker_t = check.table(data, ("worker",), required=False)
     check.unknown_keys(worker_t, ("worker",), {
-        "poll_interval_seconds", "max_message_bytes", "outbox_retry_base_seconds",
+        "poll_interval_seconds", "sweep_interval_seconds", "max_message_bytes", "outbox_retry_base_seconds",
         "outbox_retry_max_seconds", "outbox_give_up_hours",
     })
     worker = WorkerSettings(
         poll_interval_seconds=check.integer(
             worker_t, ("worker", "poll_interval_seconds"), default=60, minimum=1),
+        sweep_interval_seconds=check.integer(
+            worker_t, ("worker", "sweep_interval_seconds"), default=30, minimum=1),
         max_message_bytes=check.integer(
             worker_t, ("worker", "max_message_bytes"), default=25 * 1024 * 1024, minimum=1024),
         outbox_retry_base_seconds=check.integer(

@@ -67,7 +67,17 @@ class Cycle:
     def run_pass(self, *, now: datetime, acknowledge: bool | None = None,
                  respect_backoff: bool = False,
                  should_stop: Callable[[], bool] = lambda: False) -> PassResult:
+        """Everything due at `now`: poll every mailbox, fire due timers, send the outbox."""
         result = PassResult()
+        self.poll_mailboxes(result, now=now, acknowledge=acknowledge,
+                            respect_backoff=respect_backoff, should_stop=should_stop)
+        if not should_stop():
+            self.fire_and_send(result, now=now)
+        return result
+
+    def poll_mailboxes(self, result: PassResult, *, now: datetime,
+                       acknowledge: bool | None = None, respect_backoff: bool = False,
+                       should_stop: Callable[[], bool] = lambda: False) -> None:
         if self.rules_watcher is not None:
             self.rules_watcher.refresh(now)
         for mailbox in self.config.mailboxes:
@@ -86,10 +96,12 @@ class Cycle:
                 continue
             result.polls.append(poll)
             self._succeeded(mailbox, health, now)
-        if self.sweep is not None and not should_stop():
+
+    def fire_and_send(self, result: PassResult, *, now: datetime) -> None:
+        """Fire the timers due at `now`, then dispatch the outbox (which sends what they queued)."""
+        if self.sweep is not None:
             result.timers_fired = self.sweep.sweep(now=now)
         result.dispatch = self.dispatch_outbox(now=now)
-        return result
 
     def dispatch_outbox(self, *, now: datetime) -> DispatchResult:
         outcome = self.dispatch.dispatch_due(now=now)

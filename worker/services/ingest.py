@@ -258,8 +258,10 @@ class IngestService:
                            inbound_message_id=row.id, detail=detail)
             self._security_event(session, case, row, detail, now)
             if classification.kind is MessageKind.HUMAN:
-                self.desk.notify(session, case, self.providers[case.provider_id], mailbox, row,
-                                 parsed, first=False, now=now, warnings=warnings)
+                rules = self.providers[case.provider_id]
+                warnings += self.desk.customer_wrote(session, case, rules, parsed, now)
+                self.desk.notify(session, case, rules, mailbox, row, parsed, first=False,
+                                 now=now, warnings=warnings)
             return "joined"
         return self._open_case(session, decision, mailbox, uidvalidity, fetched, parsed,
                                classification, detail, dedupe_key=dedupe_key, now=now,
@@ -305,6 +307,7 @@ class IngestService:
         self._security_event(session, case, row, detail, now)
         plan_new_case(session, case, rules, self.calendars.for_rules(rules),
                       acknowledged=decision.acknowledge_to is not None, now=now)
+        warnings = warnings + self.desk.customer_wrote(session, case, rules, parsed, now)
         self.desk.notify(session, case, rules, mailbox, row, parsed, first=True, now=now,
                          warnings=warnings)
         if decision.acknowledge_to is None:

@@ -49,7 +49,15 @@ def status(session: Session, config: Config) -> dict[str, Any]:
     ]
     quarantine_total = session.scalar(
         select(func.count()).where(InboundMessage.status == "quarantined")) or 0
+    overdue = [
+        {"reference": case.reference, "rule": timer.obligation_id, "kind": timer.kind,
+         "due_at": _iso(timer.deadline_at or timer.due_at)}
+        for timer, case in _overdue_timers(session, limit=50)]
+    overdue_total = session.scalar(
+        select(func.count()).select_from(Timer).join(Case, Timer.case_id == Case.id)
+        .where(Timer.status == "breached", Case.status == "open")) or 0
     return {
+        "overdue": {"total": overdue_total, "latest": overdue},
         "mailboxes": mailboxes,
         "outbox": {"pending": outbox_counts.get("pending", 0),
                    "sent": outbox_counts.get("sent", 0),
@@ -58,9 +66,22 @@ def status(session: Session, config: Config) -> dict[str, Any]:
     }
 
 
+def _overdue_timers(session: Session, limit: int | None = None) -> list[tuple[Timer, Case]]:
+    """Deadlines missed and still not met, on open cases."""
+    query = (select(Timer, Case).join(Case, Timer.case_id == Case.id)
+             .where(Timer.status == "breached", Case.status == "open")
+             .order_by(Timer.due_at, Timer.id))
+    if limit:
+        query = query.limit(limit)
+    return [(timer, case) for timer, case in session.execute(query)]
+
+
 def list_cases(session: Session, *, provider: str | None = None,
-               status_filter: str | None = None) -> list[dict[str, Any]]:
+               status_filter: str | None = None, overdue: bool = False) -> list[dict[str, Any]]:
     query = select(Case).order_by(Case.id)
+    if overdue:
+        query = query.where(Case.id.in_(select(Timer.case_id).where(Timer.status == "breached")),
+                            Case.status == "open")
     if provider:
         query = query.where(Case.provider_id == provider)
     if status_filter:

@@ -21,12 +21,13 @@ from worker.adapters.templates import Rendered, TemplateRenderer
 from worker.config import Config, MailboxConfig
 from worker.core.attachments import extract_attachments
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
+from worker.core.customer_intent import asks_for_deadlock, still_unhappy
 from worker.core.deadlines import due_at
 from worker.core.letters import letter_context, local_datetime_text
 from worker.core.lifecycle import obligation_due, parse_cadence
 from worker.core.message import ParsedMessage
 from worker.core.quotes import extract_reply
-from worker.core.replan import catch_up, occurrence_timer
+from worker.core.replan import PlannedTimer, catch_up, occurrence_timer
 from worker.core.rules import Duration, Obligation, ProviderRules
 from worker.services.outbox import queue_email
 from worker.services.timers import Calendars, add_timer
@@ -330,6 +331,52 @@ class StaffDesk:
                        detail={"by": by, "timers_resumed": resumed})
         return f"case reopened; {resumed} deadline(s) resumed on their original clocks"
 
+    def customer_wrote(self, session: Session, case: Case, rules: ProviderRules,
+                       msg: ParsedMessage, now: datetime) -> list[str]:
+        """React to what a customer asks; returns warnings for the staff notification."""
+        text = new_text(msg)
+        warnings: list[str] = []
+        if case.status == "resolved":
+            window_open = rules.reopen_within is None or case.resolved_at is None or now <= \
+                due_at(self.calendars.for_rules(rules), rules.reopen_within, case.resolved_at)
+            if window_open and still_unhappy(text):
+                self.reopen(session, case, rules, now, by="customer")
+                warnings.append("The customer says the complaint is not resolved: the case has "
+                                "been reopened and its original deadlines continue.")
+            else:
+                warnings.append("This case is resolved. Reply #reopen if it should be reopened.")
+        if asks_for_deadlock(text):
+            warnings.extend(self._deadlock_requested(session, case, rules, now))
+        return warnings
+
+    def _deadlock_requested(self, session: Session, case: Case, rules: ProviderRules,
+                            now: datetime) -> list[str]:
+        policy = rules.deadlock
+        if policy is None:
+            return ["The customer mentions a deadlock letter or an ombudsman; this procedure "
+                    "has no deadlock letters (see its rule file)."]
+        decided = session.scalar(select(Outbox.id).where(
+            Outbox.idempotency_key == f"deadlock-letter:{case.reference}"))
+        pending = session.scalar(select(Timer.id).where(
+            Timer.case_id == case.id, Timer.kind == "deadlock_decision",
+            Timer.status == "pending"))
+        if decided or pending:
+            return []
+        deadline = due_at(self.calendars.for_rules(rules), policy.decision_deadline, now)
+        add_timer(session, case.id, PlannedTimer(
+            obligation_id="deadlock_decision", kind="deadlock_decision", start_at=now,
+            due_at=deadline, promised=False), now)
+        repo.add_event(session, case.id, "deadlock_requested", at=now, detail={
+            "decision_deadline": deadline.isoformat(), "on_request": policy.on_request})
+        when = local_datetime_text(deadline, rules.timezone)
+        grounds = ", ".join(sorted(policy.refusal_grounds)) or "none"
+        if policy.on_request:
+            return [f"The customer asks for a deadlock letter. Decide by {when}: reply #deadlock "
+                    f"to send it now, or #decline-deadlock <ground> <reason> (allowed grounds: "
+                    f"{grounds}). Without a decision it is sent automatically at {when}."]
+        return [f"The customer asks for a deadlock letter. {rules.name}'s code does not offer "
+                f"one on request: decide by {when} (#deadlock to send it)."]
+
     def cadence(self, case: Case, obligation: Obligation) -> Duration:
         if obligation.agreed_cadence and case.update_cadence:
             return parse_cadence(case.update_cadence)
@@ -365,6 +412,8 @@ class StaffDesk:
                 Timer.case_id == case.id, Timer.status.in_(("pending", "breached"))))):
             if timer.obligation_id not in met:
                 continue
+            if timer.kind == "due" and timer.deadline_at is not None and now <= timer.start_at:
+                continue  # An occurrence's window is (start, deadline]: this opened it.
             deadline = timer.deadline_at or timer.due_at
             timer.status = "met"
             repo.add_event(session, case.id, "timer_met", at=now, detail={
