@@ -177,3 +177,14 @@ def test_agreed_weekly_cadence_replaces_daily_updates(desk: Desk, tmp_path: Path
     # at the first pass after 08:50 (passes run every four hours from 09:20).
     dates = [u.message["Date"] for u in purpose(desk.smtp, "update")]
     assert dates == ["Mon, 23 Nov 2026 09:20:00 +0000", "Mon, 30 Nov 2026 09:20:00 +0000"]
+
+
+def test_a_reply_on_the_acknowledgement_day_is_not_the_next_days_update(desk: Desk):
+    # Claranet: "one update on each working day after the day of the acknowledgement".
+    desk.now = datetime(2026, 11, 16, 12, 0, tzinfo=desk.now.tzinfo)
+    desk.staff_reply("Hello Sarah, an engineer will call tomorrow.\n")
+    for hour, minute in ((16, 59), (17, 0), (18, 0)):
+        desk.now = datetime(2026, 11, 17, hour, minute, tzinfo=desk.now.tzinfo)
+        desk.worker.once(desk.now)
+    assert [u.message["Date"] for u in purpose(desk.smtp, "update")] == [
+        "Tue, 17 Nov 2026 17:00:00 +0000"]

@@ -185,3 +185,10 @@ def test_human_form_is_a_readable_table(capsys):
 ])
 def test_bad_simulate_arguments_exit_2(capsys, args):
     assert main(["rules", "simulate", *args]) == 2
+
+
+def test_simulate_agrees_an_acknowledgement_day_reply_is_not_an_update(capsys):
+    result = simulate(capsys, "claranet-soho", "2026-11-16T09:00:00Z",
+                      "--event", "staff-reply@2026-11-16T12:00:00Z", "--until",
+                      "2026-11-18T00:00:00Z")
+    assert sends(result, "update") == ["2026-11-17T17:00:00+00:00"]

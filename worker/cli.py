@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="end-to-end demo on embedded IMAP/SMTP servers")
     demo.add_argument("--out", default="demo-out", help="folder for the sent .eml files")
     demo.add_argument("--workdir", default=".demo", help="folder for the demo database/config")
+    demo.add_argument("--weeks", type=int, default=10, help="how many weeks the story runs")
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command",
                                                                          required=True)
@@ -110,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from worker.demo import run_demo
 
-        return run_demo(out=Path(args.out), workdir=Path(args.workdir))
+        return run_demo(out=Path(args.out), workdir=Path(args.workdir), weeks=args.weeks)
     if args.command == "config":
         from worker.bootstrap import load_checked
 

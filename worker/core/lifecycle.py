@@ -97,6 +97,15 @@ def obligation_due(rules: ProviderRules, calendar: BusinessCalendar, obligation:
     return due_at(calendar, obligation.due, start)
 
 
+def first_window_start(calendar: BusinessCalendar, obligation: Obligation,
+                       start: datetime) -> datetime:
+    """Where the first occurrence's window opens: updates due "on each working day after the
+    day of the acknowledgement" are not met by anything sent on that day itself."""
+    if obligation.due is not None and obligation.due.unit is Unit.BUSINESS_DAYS:
+        return max(start, calendar.business_days_at_close(start, 0))
+    return start
+
+
 def next_occurrence(calendar: BusinessCalendar, cadence: Duration, previous_due: datetime) -> datetime:
     """The due time after `previous_due` for a repeating obligation.
 
@@ -285,7 +294,8 @@ class _Planner:
         updates = self.instants(EventKind.STAFF_REPLY)
         agreements = [e for e in self.events if e.kind is EventKind.UPDATES_AGREED and e.cadence]
         cadence = obligation.repeat
-        previous, due = start, self.due(obligation, start)
+        previous, due = first_window_start(self.calendar, obligation, start), self.due(
+            obligation, start)
         first_due, first_met, next_due = due, None, None
         while due <= self.until:
             agreed = next((a for a in agreements if previous < a.at <= due), None)

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from worker.core.calendar import BusinessCalendar
 from worker.core.deadlines import before, due_at
-from worker.core.lifecycle import next_occurrence, obligation_due
+from worker.core.lifecycle import first_window_start, next_occurrence, obligation_due
 from worker.core.rules import Duration, Obligation, Owner, ProviderRules, Severity
 
 # Obligations whose clocks start when the complaint arrives; the others start on later events.
@@ -64,8 +64,9 @@ def intake_timers(rules: ProviderRules, calendar: BusinessCalendar, *, received:
         promised = is_promised(obligation)
         due = obligation_due(rules, calendar, obligation, start)
         if obligation.repeat is not None:
-            timers.append(occurrence_timer(calendar, obligation, previous=start, deadline=due,
-                                           occurrence=1))
+            timers.append(occurrence_timer(
+                calendar, obligation, previous=first_window_start(calendar, obligation, start),
+                deadline=due, occurrence=1))
             continue
         timers.append(PlannedTimer(obligation_id=obligation.id, kind="due", start_at=start,
                                    due_at=due, promised=promised))

@@ -141,12 +141,13 @@ class StaffDesk:
             self._to_staff(session, case, rules, mailbox, row, staff, "command_error", now,
                            {"errors": errors, "commands": usage_text()})
             return "staff-rejected"
-        effects = [self._apply(session, case, rules, mailbox, row, command, staff, now)
-                   for command in parsed.commands]
+        # The staff member's own words go first; a resolution letter, say, follows them.
         relayed = None
         if not parsed.is_note and parsed.body.strip():
             relayed = self._relay(session, case, rules, mailbox, row, parsed.body, now)
             self._mark_met(session, case, rules, ("staff-reply", "update"), now)
+        effects = [self._apply(session, case, rules, mailbox, row, command, staff, now)
+                   for command in parsed.commands]
         repo.add_event(session, case.id, "staff_response", at=now, inbound_message_id=row.id,
                        detail={"staff": staff, "authenticated": proof,
                                "relayed_message_id": relayed.message_id if relayed else None,
