@@ -94,16 +94,27 @@ def obligation_due(rules: ProviderRules, calendar: BusinessCalendar, obligation:
         assert rules.regime is not None
         local = start.astimezone(ZoneInfo(rules.timezone)).date()
         return calendar.add_weeks(start, rules.regime.adr_threshold_weeks(local))
+    if obligation.repeat is not None and obligation.due.unit is Unit.BUSINESS_DAYS:
+        # "On each working day after the day of the acknowledgement": counted from that local
+        # date, even when the acknowledgement went out after hours or at a weekend.
+        day = calendar.local_date(start)
+        for _ in range(int(obligation.due.amount)):
+            day = calendar.next_working_day(day)
+        return calendar.working_intervals(day)[-1][1]
     return due_at(calendar, obligation.due, start)
 
 
-def first_window_start(calendar: BusinessCalendar, obligation: Obligation,
-                       start: datetime) -> datetime:
-    """Where the first occurrence's window opens: updates due "on each working day after the
-    day of the acknowledgement" are not met by anything sent on that day itself."""
-    if obligation.due is not None and obligation.due.unit is Unit.BUSINESS_DAYS:
-        return max(start, calendar.business_days_at_close(start, 0))
-    return start
+def window_start(calendar: BusinessCalendar, cadence: Duration, previous: datetime,
+                 deadline: datetime) -> datetime:
+    """Where the window of a repeating occurrence opens: what is sent in (start, deadline]
+    meets it. A cadence of working days wants an update on each of those days, so the window
+    never opens before the deadline's own working day (a reply on the acknowledgement day, or
+    late the evening before, is not that day's update)."""
+    if cadence.unit is Unit.BUSINESS_DAYS and cadence.amount == 1:
+        day = calendar.local_date(deadline)
+        midnight = datetime.combine(day, datetime.min.time(), ZoneInfo(calendar.spec.timezone))
+        return max(previous, midnight.astimezone(deadline.tzinfo))
+    return previous
 
 
 def next_occurrence(calendar: BusinessCalendar, cadence: Duration, previous_due: datetime) -> datetime:
@@ -294,8 +305,8 @@ class _Planner:
         updates = self.instants(EventKind.STAFF_REPLY)
         agreements = [e for e in self.events if e.kind is EventKind.UPDATES_AGREED and e.cadence]
         cadence = obligation.repeat
-        previous, due = first_window_start(self.calendar, obligation, start), self.due(
-            obligation, start)
+        due = self.due(obligation, start)
+        previous = window_start(self.calendar, cadence, start, due)
         first_due, first_met, next_due = due, None, None
         while due <= self.until:
             agreed = next((a for a in agreements if previous < a.at <= due), None)
@@ -305,7 +316,8 @@ class _Planner:
                          note=f"update cadence agreed: every {cadence.describe()}")
                 previous, due = agreed.at, due_at(self.calendar, cadence, agreed.at)
                 continue
-            given = next((t for t in updates if previous < t <= due), None)
+            opens = window_start(self.calendar, cadence, previous, due)
+            given = next((t for t in updates if opens < t <= due), None)
             if due == first_due:
                 first_met = given
             if next_due is None and due > last_event and given is None:

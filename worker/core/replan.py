@@ -17,7 +17,7 @@ from datetime import datetime
 
 from worker.core.calendar import BusinessCalendar
 from worker.core.deadlines import before, due_at
-from worker.core.lifecycle import first_window_start, next_occurrence, obligation_due
+from worker.core.lifecycle import next_occurrence, obligation_due, window_start
 from worker.core.rules import Duration, Obligation, Owner, ProviderRules, Severity
 
 # Obligations whose clocks start when the complaint arrives; the others start on later events.
@@ -64,9 +64,8 @@ def intake_timers(rules: ProviderRules, calendar: BusinessCalendar, *, received:
         promised = is_promised(obligation)
         due = obligation_due(rules, calendar, obligation, start)
         if obligation.repeat is not None:
-            timers.append(occurrence_timer(
-                calendar, obligation, previous=first_window_start(calendar, obligation, start),
-                deadline=due, occurrence=1))
+            timers.append(occurrence_timer(calendar, obligation, obligation.repeat,
+                                           previous=start, deadline=due, occurrence=1))
             continue
         timers.append(PlannedTimer(obligation_id=obligation.id, kind="due", start_at=start,
                                    due_at=due, promised=promised))
@@ -84,13 +83,15 @@ def intake_timers(rules: ProviderRules, calendar: BusinessCalendar, *, received:
     return timers
 
 
-def occurrence_timer(calendar: BusinessCalendar, obligation: Obligation, *, previous: datetime,
-                     deadline: datetime, occurrence: int) -> PlannedTimer:
-    """A repeating obligation's occurrence: acted on `send_before` its deadline, if set."""
+def occurrence_timer(calendar: BusinessCalendar, obligation: Obligation, cadence: Duration, *,
+                     previous: datetime, deadline: datetime, occurrence: int) -> PlannedTimer:
+    """A repeating obligation's occurrence: its window (start_at, deadline], acted on
+    `send_before` the deadline when set."""
+    opens = window_start(calendar, cadence, previous, deadline)
     send_at = deadline
     if obligation.send_before is not None:
-        send_at = before(calendar, obligation.send_before, deadline, not_before=previous)
-    return PlannedTimer(obligation_id=obligation.id, kind="due", start_at=previous,
+        send_at = before(calendar, obligation.send_before, deadline, not_before=opens)
+    return PlannedTimer(obligation_id=obligation.id, kind="due", start_at=opens,
                         due_at=send_at, deadline_at=deadline, promised=is_promised(obligation),
                         occurrence=occurrence)
 

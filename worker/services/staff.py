@@ -259,8 +259,8 @@ class StaffDesk:
                 timer.status = "cancelled"
             occurrence = max((t.occurrence for t in pending), default=0) + 1
             deadline = due_at(calendar, self.cadence(case, obligation), now)
-            planned = occurrence_timer(calendar, obligation, previous=now, deadline=deadline,
-                                       occurrence=occurrence)
+            planned = occurrence_timer(calendar, obligation, self.cadence(case, obligation),
+                                       previous=now, deadline=deadline, occurrence=occurrence)
             add_timer(session, case.id, planned, now)
             moved.append(f"next {obligation.id} due {deadline.isoformat()}")
         return f" ({'; '.join(moved)})" if moved else ""
@@ -323,8 +323,8 @@ class StaffDesk:
                 _, covered, _ = catch_up(calendar, self.cadence(case, obligation),
                                          timer.deadline_at or timer.due_at, now)
                 add_timer(session, case.id, occurrence_timer(
-                    calendar, obligation, previous=now, deadline=covered,
-                    occurrence=timer.occurrence + 1), now)
+                    calendar, obligation, self.cadence(case, obligation), previous=now,
+                    deadline=covered, occurrence=timer.occurrence + 1), now)
             else:
                 timer.status = "pending"
             resumed += 1
@@ -434,8 +434,8 @@ class StaffDesk:
                                               timer.deadline_at or timer.due_at, sent_at)
         skipped = len(missed)
         add_timer(session, case.id, occurrence_timer(
-            calendar, obligation, previous=covered, deadline=following,
-            occurrence=timer.occurrence + 1 + skipped), now)
+            calendar, obligation, self.cadence(case, obligation), previous=covered,
+            deadline=following, occurrence=timer.occurrence + 1 + skipped), now)
         return missed
 
     # ------------------------------------------------------------------ mail
