@@ -105,6 +105,11 @@ def role(provider: str, stage: int) -> tuple[str, ...]:
     return (f"{STAGE_ROLES[provider][stage - 1]}@{DESK}",)
 
 
+def escalated_to(provider: str) -> tuple[str, ...]:
+    """A missed stage-1 deadline: alerted to the stage-1 owner, escalated to stage 2's."""
+    return role(provider, 1) + role(provider, 2)
+
+
 # --------------------------------------------------------------------------- the mail room
 
 class Mailroom:
@@ -239,7 +244,7 @@ def claranet_easter() -> Life:
         # initial_response, 8.5 business hours: Wed 10:00-17:30 (7.5 h) + Thu 09:00-10:00.
         # Reminder 2 business hours before: Thu 09:00-10:00 (1 h) + Wed 16:30-17:30 (1 h).
         ("reminder", local(date(2026, 4, 1), "16:30"), role("claranet-soho", 1)),
-        ("escalation", local(date(2026, 4, 2), "10:00"), role("claranet-soho", 2)),
+        ("escalation", local(date(2026, 4, 2), "10:00"), escalated_to("claranet-soho")),
         # daily_update from Thu 2 April; none on 3, 6 April, 4, 25 May or at weekends.
         *daily_updates(received, local_date(received) + timedelta(weeks=10)),
         ("adr-letter", adr, (CUSTOMER,)),
@@ -257,7 +262,7 @@ def claranet_autumn() -> Life:
         *at_receipt(received),
         # initial_response: Fri 16:00-17:30 (1.5 h) + Mon 09:00-16:00 (7 h): Mon 16:00 GMT.
         ("reminder", datetime(2026, 10, 26, 14, 0, tzinfo=UTC), role("claranet-soho", 1)),
-        ("escalation", datetime(2026, 10, 26, 16, 0, tzinfo=UTC), role("claranet-soho", 2)),
+        ("escalation", datetime(2026, 10, 26, 16, 0, tzinfo=UTC), escalated_to("claranet-soho")),
         *daily_updates(received, local_date(received) + timedelta(weeks=10)),
         ("adr-letter", adr, (CUSTOMER,)),
     ))
@@ -274,7 +279,7 @@ def claranet_christmas_eve_evening() -> Life:
         *at_receipt(received),
         # initial_response: deemed start Tue 29 December 09:00, + 8.5 h: the 17:30 close.
         ("reminder", local(date(2026, 12, 29), "15:30"), role("claranet-soho", 1)),
-        ("escalation", local(date(2026, 12, 29), "17:30"), role("claranet-soho", 2)),
+        ("escalation", local(date(2026, 12, 29), "17:30"), escalated_to("claranet-soho")),
         *daily_updates(received, local_date(received) + timedelta(weeks=10)),
         ("adr-letter", adr, (CUSTOMER,)),
     ), note="received after hours: the first update is owed on Tue 29 Dec, the first working "
@@ -295,7 +300,7 @@ def halo() -> Life:
     return Life("halo-tech-group", received, (
         *at_receipt(received),
         ("reminder", local(response_day, "15:00"), role("halo-tech-group", 1)),
-        ("escalation", local(response_day, "17:00"), role("halo-tech-group", 2)),
+        ("escalation", local(response_day, "17:00"), escalated_to("halo-tech-group")),
         ("adr-letter", adr, (CUSTOMER,)),
     ))
 
@@ -312,7 +317,7 @@ def infinity() -> Life:
     return Life("infinity-group", received, (
         *at_receipt(received),
         ("reminder", datetime(2026, 10, 27, 15, 30, tzinfo=UTC), role("infinity-group", 1)),
-        ("escalation", datetime(2026, 10, 27, 17, 30, tzinfo=UTC), role("infinity-group", 2)),
+        ("escalation", datetime(2026, 10, 27, 17, 30, tzinfo=UTC), escalated_to("infinity-group")),
         ("adr-letter", adr, (CUSTOMER,)),
     ))
 
@@ -329,7 +334,7 @@ def all_communications() -> Life:
     return Life("all-communications", received, (
         *at_receipt(received),
         ("reminder", local(target_day, "15:30"), role("all-communications", 1)),
-        ("escalation", local(target_day, "17:30"), role("all-communications", 2)),
+        ("escalation", local(target_day, "17:30"), escalated_to("all-communications")),
         ("adr-letter", adr, (CUSTOMER,)),
     ))
 
@@ -344,10 +349,10 @@ def ombudsman() -> Life:
         # acknowledgement (a staff obligation), the next working day at the same clock time:
         # Tue 1 September 14:00; the reminder 2 business hours before: Tue 12:00.
         ("reminder", local(date(2026, 9, 1), "12:00"), role(provider, 1)),
-        ("escalation", local(date(2026, 9, 1), "14:00"), role(provider, 2)),
+        ("escalation", local(date(2026, 9, 1), "14:00"), escalated_to(provider)),
         # first_response, the 2nd working day at the same clock time: Wed 2 September 14:00.
         ("reminder", local(date(2026, 9, 2), "12:00"), role(provider, 1)),
-        ("escalation", local(date(2026, 9, 2), "14:00"), role(provider, 2)),
+        ("escalation", local(date(2026, 9, 2), "14:00"), escalated_to(provider)),
         # The acknowledgement's hard limit, 24 business hours: Fri 14:00-17:00 (3 h), Tue (8 h),
         # Wed (8 h), Thu 09:00-14:00 (5 h): Thu 3 September 14:00, to the stage-1 owner.
         ("alert", local(date(2026, 9, 3), "14:00"), role(provider, 1)),
@@ -406,7 +411,7 @@ def test_claranet_updates_start_on_the_working_day_after_the_acknowledgement(
         *at_receipt(received),
         # initial_response (8.5 business hours) and its reminder 2 business hours before.
         ("reminder", response_due - timedelta(hours=2), role(provider, 1)),
-        ("escalation", response_due, role(provider, 2)),
+        ("escalation", response_due, escalated_to(provider)),
         *updates(working_days(first_update, last_day)),
     ]
     assert first_update == nth_working_day_after(local_date(received), 1)

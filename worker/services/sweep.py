@@ -109,8 +109,11 @@ class TimerSweep:
                   mailbox: MailboxConfig, obligation: Obligation, now: datetime) -> None:
         number = min(max(obligation.stage, case.stage) + 1, len(rules.stages))
         stage = rules.stage(number)
+        owner = rules.stage(obligation.stage)
+        # The breach is alerted to the obligation's own stage owner and escalated to the next.
+        roles = [s.owner for s in (owner, stage) if s is not None]
         self.desk.to_roles(
-            session, case, rules, mailbox, roles=[stage.owner] if stage else [],
+            session, case, rules, mailbox, roles=list(dict.fromkeys(roles)),
             template="escalation", purpose="escalation", now=now,
             key=f"escalation:{case.reference}:{obligation.id}:{timer.occurrence}",
             extra=self._obligation_context(rules, obligation, timer.due_at, stage_number=number))
