@@ -42,7 +42,7 @@ def test_once_then_cases_and_status(tmp_path: Path, pymap, smtp, capsys: pytest.
     assert case["reference"] in shown["messages"][1]["text"]
     assert [e["kind"] for e in shown["events"]] == [
         "complaint_received", "timer_planned", "timer_planned", "timer_planned", "timer_planned",
-        "staff_not_notified", "email_queued", "email_sent"]
+        "email_queued", "staff_not_notified", "email_sent"]
     # Received Wednesday 1 April 2026, 10:00 BST (RULES-RESEARCH.md WE9a, WE9b, WE9c): the
     # reminder two business hours before the initial response, the update half an hour
     # before Thursday's 17:30 BST close, the ADR letter at eight weeks.

@@ -396,7 +396,10 @@ def _print_case(case: dict[str, Any]) -> None:
     print(f"{case['reference']}  {case['status']}  {case['provider']}")
     print(f"subject: {case['subject']}")
     print(f"first raised: {case['first_raised_at']}")
-    print("parties: " + ", ".join(f"{p['address']} ({p['role']})" for p in case["parties"]))
+    print("parties: " + ", ".join(
+        f"{p['address']} ({p['role']}"
+        + (f"; UNDELIVERABLE: {p['undeliverable']}" if p["undeliverable"] else "") + ")"
+        for p in case["parties"]))
     print("\nmessages:")
     for m in case["messages"]:
         who = f"from {m['from']}" if m["direction"] == "in" else f"to {', '.join(m['to'])}"

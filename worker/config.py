@@ -73,6 +73,9 @@ class MailboxConfig:
 class WorkerSettings:
     poll_interval_seconds: int
     sweep_interval_seconds: int
+    # Automatic mail (acknowledgements, updates) to one recipient, per hour and per day.
+    rate_limit_per_hour: int
+    rate_limit_per_day: int
     max_message_bytes: int
     outbox_retry_base_seconds: int
     outbox_retry_max_seconds: int
@@ -112,7 +115,8 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
 
     worker_t = check.table(data, ("worker",), required=False)
     check.unknown_keys(worker_t, ("worker",), {
-        "poll_interval_seconds", "sweep_interval_seconds", "max_message_bytes", "outbox_retry_base_seconds",
+        "poll_interval_seconds", "sweep_interval_seconds", "rate_limit_per_hour",
+        "rate_limit_per_day", "max_message_bytes", "outbox_retry_base_seconds",
         "outbox_retry_max_seconds", "outbox_give_up_hours",
     })
     worker = WorkerSettings(
@@ -120,6 +124,10 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
             worker_t, ("worker", "poll_interval_seconds"), default=60, minimum=1),
         sweep_interval_seconds=check.integer(
             worker_t, ("worker", "sweep_interval_seconds"), default=30, minimum=1),
+        rate_limit_per_hour=check.integer(
+            worker_t, ("worker", "rate_limit_per_hour"), default=5, minimum=1),
+        rate_limit_per_day=check.integer(
+            worker_t, ("worker", "rate_limit_per_day"), default=20, minimum=1),
         max_message_bytes=check.integer(
             worker_t, ("worker", "max_message_bytes"), default=25 * 1024 * 1024, minimum=1024),
         outbox_retry_base_seconds=check.integer(

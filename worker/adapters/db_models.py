@@ -143,6 +143,9 @@ class CaseParty(Base):
     # customer | reply-to | cc
     role: Mapped[str] = mapped_column(String(20))
     added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set by a permanent bounce: no more mail goes to this address on this case.
+    undeliverable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undeliverable_reason: Mapped[str | None] = mapped_column(Text)
 
     case: Mapped[Case] = relationship(back_populates="parties")
 
@@ -177,7 +180,7 @@ class Outbox(Base):
     envelope_from: Mapped[str] = mapped_column(String(320))
     recipients: Mapped[list[str]] = mapped_column(JSON)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
-    # pending | sent | failed
+    # pending | sent | failed | suppressed (never sent: rate limit or undeliverable address)
     status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)

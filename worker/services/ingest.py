@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import Case, InboundMessage
+from worker.adapters.db_models import Case, InboundMessage, Outbox
 from worker.adapters.imap import FetchedMessage, MailboxSource
 from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
@@ -257,6 +257,9 @@ class IngestService:
             repo.add_event(session, case.id, decision.event_kind, at=now,
                            inbound_message_id=row.id, detail=detail)
             self._security_event(session, case, row, detail, now)
+            if classification.kind is MessageKind.BOUNCE:
+                self.desk.bounced(session, case, self.providers[case.provider_id], mailbox,
+                                  parsed, now)
             if classification.kind is MessageKind.HUMAN:
                 rules = self.providers[case.provider_id]
                 warnings += self.desk.customer_wrote(session, case, rules, parsed, now)
@@ -308,27 +311,35 @@ class IngestService:
         plan_new_case(session, case, rules, self.calendars.for_rules(rules),
                       acknowledged=decision.acknowledge_to is not None, now=now)
         warnings = warnings + self.desk.customer_wrote(session, case, rules, parsed, now)
-        self.desk.notify(session, case, rules, mailbox, row, parsed, first=True, now=now,
-                         warnings=warnings)
         if decision.acknowledge_to is None:
             repo.add_event(session, case.id, "acknowledgement_not_sent", at=now,
                            detail={"reason": decision.no_acknowledgement_reason})
-            return "opened"
+        else:
+            ack = self._acknowledge(session, case, rules, mailbox, fetched, parsed,
+                                    decision.acknowledge_to, now)
+            if ack.status == "suppressed":
+                warnings.append(f"No acknowledgement was sent: {ack.last_error}.")
+        self.desk.notify(session, case, rules, mailbox, row, parsed, first=True, now=now,
+                         warnings=warnings)
+        return "opened"
+
+    def _acknowledge(self, session: Session, case: Case, rules: ProviderRules,
+                     mailbox: MailboxConfig, fetched: FetchedMessage, parsed: ParsedMessage,
+                     to: str, now: datetime) -> Outbox:
         context = letter_context(
             rules=rules, reference=case.reference, customer_name=case.customer_name,
-            customer_address=decision.acknowledge_to, subject=case.subject,
+            customer_address=to, subject=case.subject,
             received_at=fetched.internaldate, first_raised_at=case.first_raised_at,
         )
         rendered = self.renderer.render(rules.id, rules.acknowledgement_template, context)
-        queue_email(
+        return queue_email(
             session, case=case, mailbox=mailbox.name, purpose="acknowledgement",
             idempotency_key=f"ack:{case.reference}", from_name=rules.name,
             from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
-            to=[decision.acknowledge_to], rendered=rendered, now=now,
-            in_reply_to=parsed.message_id,
+            to=[to], rendered=rendered, now=now, in_reply_to=parsed.message_id,
             references=[*parsed.references, *([parsed.message_id] if parsed.message_id else [])],
+            limits=self.config.worker,
         )
-        return "opened"
 
     def _store(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
                fetched: FetchedMessage, *, now: datetime, parsed: ParsedMessage | None,

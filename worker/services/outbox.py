@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.adapters.db_models import Case, Outbox
 from worker.adapters.repository import add_event
 from worker.adapters.templates import Rendered
+from worker.config import WorkerSettings
 from worker.core.addresses import domain_of
 from worker.core.attachments import AttachmentData
 from worker.core.compose import OutgoingMail, compose
@@ -39,8 +41,14 @@ def queue_email(
     references: Sequence[str] = (),
     auto_submitted: bool = True,
     attachments: Sequence[AttachmentData] = (),
+    limits: WorkerSettings | None = None,
 ) -> Outbox:
-    """Add the outbox row and its audit event. The UNIQUE idempotency key makes a repeat fail."""
+    """Add the outbox row and its audit event. The UNIQUE idempotency key makes a repeat fail.
+
+    A row that must not go out (an address that bounced permanently, or over the rate limit
+    for automatic mail when `limits` is given) is kept as `suppressed` with the reason, so
+    the case shows what was not sent and why; staff are told by the caller's alert.
+    """
     message_id = new_message_id(from_address)
     headers = {
         "X-Complaints-Worker-Case": case.reference,
@@ -57,14 +65,42 @@ def queue_email(
         extra_headers=headers,
         attachments=[(a.filename, a.content_type, a.data) for a in attachments],
     ))
+    suppressed = suppression_reason(session, case, purpose, to, now, limits)
     row = Outbox(
         idempotency_key=idempotency_key, message_id=message_id, case_id=case.id, mailbox=mailbox,
         purpose=purpose, envelope_from=envelope_from or from_address, recipients=list(to), raw=raw,
-        status="pending", attempts=0, next_attempt_at=now, created_at=now,
+        status="suppressed" if suppressed else "pending", attempts=0, next_attempt_at=now,
+        created_at=now, last_error=suppressed,
     )
     session.add(row)
     session.flush()
-    add_event(session, case.id, "email_queued", at=now, outbox_id=row.id,
+    add_event(session, case.id, "email_suppressed" if suppressed else "email_queued", at=now,
+              outbox_id=row.id,
               detail={"purpose": purpose, "message_id": message_id, "to": list(to),
-                      "idempotency_key": idempotency_key})
+                      "idempotency_key": idempotency_key, "reason": suppressed})
     return row
+
+
+# Automatic mail that can loop with an auto-responder; regulatory letters and relayed staff
+# replies are never limited.
+RATE_LIMITED = ("acknowledgement", "update")
+
+
+def suppression_reason(session: Session, case: Case, purpose: str, to: Sequence[str],
+                       now: datetime, limits: WorkerSettings | None) -> str | None:
+    """Why this message must not be sent, or None."""
+    dead = {p.address: p.undeliverable_reason for p in case.parties if p.undeliverable_at}
+    if to and all(address in dead for address in to):
+        return f"{', '.join(to)} bounced permanently: {dead[to[0]]}"
+    if limits is None or purpose not in RATE_LIMITED:
+        return None
+    recent = list(session.execute(select(Outbox.recipients, Outbox.created_at).where(
+        Outbox.purpose.in_(RATE_LIMITED), Outbox.status != "suppressed",
+        Outbox.created_at > now - timedelta(days=1))))
+    for address in to:
+        times = [created for recipients, created in recent if address in recipients]
+        if len([t for t in times if t > now - timedelta(hours=1)]) >= limits.rate_limit_per_hour:
+            return f"rate limit: {limits.rate_limit_per_hour} automatic messages an hour to {address}"
+        if len(times) >= limits.rate_limit_per_day:
+            return f"rate limit: {limits.rate_limit_per_day} automatic messages a day to {address}"
+    return None

@@ -128,7 +128,8 @@ def show_case(session: Session, reference: str) -> dict[str, Any] | None:
         "timers": [{"rule": t.obligation_id, "kind": t.kind, "occurrence": t.occurrence,
                     "due_at": _iso(t.due_at), "status": t.status, "promised": t.promised}
                    for t in timers],
-        "parties": [{"address": p.address, "name": p.name, "role": p.role} for p in case.parties],
+        "parties": [{"address": p.address, "name": p.name, "role": p.role,
+                     "undeliverable": p.undeliverable_reason} for p in case.parties],
         "messages": messages,
         "events": [{"at": _iso(e.at), "kind": e.kind, "detail": e.detail} for e in events],
     }

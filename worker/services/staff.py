@@ -20,6 +20,7 @@ from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
 from worker.adapters.templates import Rendered, TemplateRenderer
 from worker.config import Config, MailboxConfig
 from worker.core.attachments import extract_attachments
+from worker.core.bounces import analyse_bounce
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
 from worker.core.customer_intent import asks_for_deadlock, still_unhappy
 from worker.core.deadlines import due_at
@@ -467,10 +468,42 @@ class StaffDesk:
             attachments=extract_attachments(row.raw),
         )
 
+    def bounced(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+                msg: ParsedMessage, now: datetime) -> None:
+        """A bounce of our mail: a permanent one stops all mail to that address on the case."""
+        report = analyse_bounce(msg)
+        for party in case.parties:
+            if party.address not in report.recipients:
+                continue
+            if not report.permanent:
+                repo.add_event(session, case.id, "soft_bounce", at=now, detail={
+                    "address": party.address, "reason": report.reason})
+                continue
+            if party.undeliverable_at is not None:
+                continue
+            party.undeliverable_at, party.undeliverable_reason = now, report.reason
+            repo.add_event(session, case.id, "address_undeliverable", at=now, detail={
+                "address": party.address, "reason": report.reason})
+            stage = rules.stage(case.stage)
+            self.to_roles(
+                session, case, rules, mailbox, roles=[stage.owner] if stage else [],
+                template="alert", purpose="alert", now=now,
+                key=f"alert:{case.reference}:undeliverable:{party.address}",
+                extra={"alert": {"title": f"the customer's address {party.address} bounced",
+                                 "detail": f"The mail server said: {report.reason}\n\nNo more "
+                                           "email goes to this address on this case. Contact the "
+                                           "customer another way (phone or post): letters due "
+                                           "later, including the ADR letter, cannot reach them "
+                                           "by email."}})
+
     def letter(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
                *, template: str, purpose: str, key: str, now: datetime,
-               reopen_until: datetime | None = None) -> Outbox:
-        """A templated letter to the customer, threaded into their conversation."""
+               reopen_until: datetime | None = None, limited: bool = False) -> Outbox:
+        """A templated letter to the customer, threaded into their conversation.
+
+        A letter that cannot go (the address bounced, or `limited` and over the rate limit)
+        is kept as suppressed, and the stage owner is alerted with the reason.
+        """
         context = letter_context(
             rules=rules, reference=case.reference, customer_name=case.customer_name,
             customer_address=self._customer_address(case), subject=case.subject,
@@ -478,11 +511,21 @@ class StaffDesk:
             reopen_until=reopen_until)
         rendered = self.renderer.render(rules.id, template, context)
         in_reply_to, thread = self._customer_thread(session, case)
-        return queue_email(
+        row = queue_email(
             session, case=case, mailbox=mailbox.name, purpose=purpose, idempotency_key=key,
             from_name=rules.name, from_address=mailbox.address,
             envelope_from=self.config.smtp.envelope_from, to=[self._customer_address(case)],
-            rendered=rendered, now=now, in_reply_to=in_reply_to, references=thread)
+            rendered=rendered, now=now, in_reply_to=in_reply_to, references=thread,
+            limits=self.config.worker if limited else None)
+        if row.status == "suppressed":
+            stage = rules.stage(case.stage)
+            self.to_roles(
+                session, case, rules, mailbox, roles=[stage.owner] if stage else [],
+                template="alert", purpose="alert", now=now, key=f"alert:{key}",
+                extra={"alert": {"title": f"{purpose} not sent to the customer",
+                                 "detail": f"{row.last_error}. It is kept on the case; send it "
+                                           "another way if the customer must have it."}})
+        return row
 
     def deadlock_letter(self, session: Session, case: Case, rules: ProviderRules,
                         mailbox: MailboxConfig, now: datetime) -> Outbox:

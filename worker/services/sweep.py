@@ -163,7 +163,7 @@ class TimerSweep:
         self.desk.letter(session, case, rules, mailbox, template=obligation.template,
                          purpose=PURPOSES.get(obligation.template, "update"), now=now,
                          key=f"{obligation.id.replace('_', '-')}:{case.reference}:"
-                             f"{timer.occurrence}")
+                             f"{timer.occurrence}", limited=True)
         missed = self.desk.schedule_next(session, case, rules, obligation, timer, sent_at=now,
                                          now=now)
         for deadline in missed:
