@@ -423,20 +423,19 @@ class StaffDesk:
                 "due_at": deadline.isoformat(), "late": now > deadline})
             obligation = rules.obligation(timer.obligation_id)
             if obligation is not None and obligation.repeat is not None and timer.kind == "due":
-                self.schedule_next(session, case, rules, obligation, timer, sent_at=now, now=now)
+                self.schedule_next(session, case, rules, obligation, timer, now)
 
     def schedule_next(self, session: Session, case: Case, rules: ProviderRules,
-                      obligation: Obligation, timer: Timer, *, sent_at: datetime,
-                      now: datetime) -> list[datetime]:
-        """Plan the occurrence after the one a message sent at `sent_at` covered; returns the
+                      obligation: Obligation, timer: Timer, now: datetime) -> list[datetime]:
+        """Plan the occurrence after the one a message sent at `now` covered; returns the
         deadlines missed before it (downtime), which the caller records as breaches."""
         calendar = self.calendars.for_rules(rules)
-        missed, covered, following = catch_up(calendar, self.cadence(case, obligation),
-                                              timer.deadline_at or timer.due_at, sent_at)
-        skipped = len(missed)
+        cadence = self.cadence(case, obligation)
+        missed, covered, following = catch_up(calendar, cadence,
+                                              timer.deadline_at or timer.due_at, now)
         add_timer(session, case.id, occurrence_timer(
-            calendar, obligation, self.cadence(case, obligation), previous=covered,
-            deadline=following, occurrence=timer.occurrence + 1 + skipped), now)
+            calendar, obligation, cadence, previous=covered, deadline=following,
+            occurrence=timer.occurrence + 1 + len(missed)), now)
         return missed
 
     # ------------------------------------------------------------------ mail

@@ -164,8 +164,7 @@ class TimerSweep:
                          purpose=PURPOSES.get(obligation.template, "update"), now=now,
                          key=f"{obligation.id.replace('_', '-')}:{case.reference}:"
                              f"{timer.occurrence}", limited=True)
-        missed = self.desk.schedule_next(session, case, rules, obligation, timer, sent_at=now,
-                                         now=now)
+        missed = self.desk.schedule_next(session, case, rules, obligation, timer, now)
         for deadline in missed:
             self._breach(session, timer, case, obligation, now, hard=False, deadline=deadline,
                          reason="missed while the worker was not running; caught up once",
