@@ -195,8 +195,9 @@ def _ten_weeks(story: Story, weeks: int) -> None:
                          headers={"Auto-Submitted": "auto-replied"})
     story.mail("infinity", bounce(mta="mx.example.com", to=dict(
         (n, a) for n, _, a, _ in MAILBOXES)["infinity"], failed_recipient="m.okafor@example.com",
-        original=story.sent("acknowledgement", "INF")[0].raw, at=day1), day1,
-        "a mail server bounces a message (recorded on its case)")
+        original=story.sent("acknowledgement", "INF")[0].raw, at=day1, status="4.2.2",
+        diagnostic="452 4.2.2 Mailbox full"), day1,
+        "Mary's mailbox is full: a temporary bounce, recorded on her case")
     story.once(day1)
     story.staff_reply("claranet", ref["CLR"], "Hello Sarah,\n\nI am sorry about this. An "
                       "engineer will visit tomorrow morning.\n\nTeam Leader\nClaranet SOHO\n",

@@ -32,7 +32,8 @@ def customer_mail(*, sender: str, name: str, to: str, subject: str, at: datetime
     return msg.as_bytes()
 
 
-def bounce(*, mta: str, to: str, failed_recipient: str, original: bytes, at: datetime) -> bytes:
+def bounce(*, mta: str, to: str, failed_recipient: str, original: bytes, at: datetime,
+           status: str = "5.1.1", diagnostic: str = "550 5.1.1 User unknown") -> bytes:
     """A Postfix-style DSN (multipart/report) returning the headers of a message we sent."""
     boundary = "dsn-boundary-0001"
     original_headers = original.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode(
@@ -55,7 +56,7 @@ This is the mail system at host {mta}.
 I'm sorry to have to inform you that your message could not
 be delivered to one or more recipients.
 
-<{failed_recipient}>: host {mta} said: 550 5.1.1 User unknown
+<{failed_recipient}>: host {mta} said: {diagnostic}
 
 --{boundary}
 Content-Type: message/delivery-status
@@ -64,8 +65,8 @@ Reporting-MTA: dns; {mta}
 
 Final-Recipient: rfc822; {failed_recipient}
 Action: failed
-Status: 5.1.1
-Diagnostic-Code: smtp; 550 5.1.1 User unknown
+Status: {status}
+Diagnostic-Code: smtp; {diagnostic}
 
 --{boundary}
 Content-Type: text/rfc822-headers
