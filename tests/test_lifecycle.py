@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from tests.harness import PASSWORD, Worker, mailbox_for
 from tests.test_faults import SimulatedCrash
 from tests.test_staff_e2e import CLARANET, CUSTOMER, TEAM, Desk, body, desk, purpose
 from worker.cli import main
 from worker.demo_mail import customer_mail
+from worker.embedded import deliver_many
 from worker.services.sweep import TimerSweep
 
 UTC_HOUR = timedelta(hours=1)
@@ -188,3 +190,18 @@ def test_a_reply_on_the_acknowledgement_day_is_not_the_next_days_update(desk: De
         desk.worker.once(desk.now)
     assert [u.message["Date"] for u in purpose(desk.smtp, "update")] == [
         "Tue, 17 Nov 2026 17:00:00 +0000"]
+
+
+def test_letters_give_the_time_the_complaint_reached_the_mailbox(tmp_path, pymap, smtp):
+    # It reached the mailbox (INTERNALDATE) at 08:30; the worker only ran at 09:00.
+    arrived = datetime(2026, 11, 16, 8, 30, tzinfo=UTC)
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(customer_mail(
+        sender=CUSTOMER, name="Sarah Jones", to=CLARANET, subject="Broadband down", at=arrived,
+        text="Down again.\n"), arrived)])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    worker.once(arrived + timedelta(minutes=30))
+    worker.once(datetime(2026, 11, 17, 17, 0, tzinfo=UTC))
+    [update] = purpose(smtp, "update")
+    assert "Monday 16 November 2026 at 08:30" in " ".join(body(update).split())
+    worker.close()

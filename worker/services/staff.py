@@ -503,10 +503,14 @@ class StaffDesk:
         A letter that cannot go (the address bounced, or `limited` and over the rate limit)
         is kept as suppressed, and the stage owner is alerted with the reason.
         """
+        # The complaint was received when its first message reached the mailbox (INTERNALDATE),
+        # not when a pass happened to store it.
+        received_at = session.scalar(select(func.min(InboundMessage.received_at)).where(
+            InboundMessage.case_id == case.id)) or case.first_raised_at
         context = letter_context(
             rules=rules, reference=case.reference, customer_name=case.customer_name,
             customer_address=self._customer_address(case), subject=case.subject,
-            received_at=case.created_at, first_raised_at=case.first_raised_at, sent_at=now,
+            received_at=received_at, first_raised_at=case.first_raised_at, sent_at=now,
             reopen_until=reopen_until)
         rendered = self.renderer.render(rules.id, template, context)
         in_reply_to, thread = self._customer_thread(session, case)
