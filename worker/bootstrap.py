@@ -93,7 +93,6 @@ def templates_used(rules: ProviderRules) -> list[str]:
 def _template_problems(config: Config, renderer: TemplateRenderer, rules: ProviderRules,
                        index: int) -> list[Problem]:
     """Render each template once with sample data, so a broken one fails at start-up, not on mail."""
-    line = _mailbox_line(config.path, index)
     sample = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
     context = letter_context(rules=rules, reference=f"{rules.reference_prefix}-2026-000001",
                              customer_name="Sample Customer", customer_address="customer@example.com",
@@ -103,17 +102,20 @@ def _template_problems(config: Config, renderer: TemplateRenderer, rules: Provid
     for name in templates_used(rules):
         missing = renderer.missing(rules.id, name)
         if missing:
-            problems.append(Problem(str(config.path), line, f"provider {rules.id}: template file(s) "
+            problems.append(Problem(str(config.path), _mailbox_line(config.path, index),
+                                    f"provider {rules.id}: template file(s) "
                                     f"{', '.join(missing)} not found in {config.templates_dir}"))
             continue
         try:
             renderer.render(rules.id, name, staff_context if name in STAFF_TEMPLATES else context)
         except TemplateError as exc:
-            problems.append(Problem(str(config.path), line, f"provider {rules.id}: {exc}"))
+            problems.append(Problem(str(config.path), _mailbox_line(config.path, index),
+                                    f"provider {rules.id}: {exc}"))
     return problems
 
 
 def _mailbox_line(config_path: Path, index: int) -> int:
+    """The line of a mailbox's `rules` key; only needed to report a problem, so read then."""
     from worker.adapters.tomlfile import load_toml
 
     return load_toml(config_path).line("mailboxes", index, "rules")
