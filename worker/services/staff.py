@@ -552,22 +552,25 @@ class StaffDesk:
                            detail={"reason": f"nobody holds {', '.join(roles)} and the mailbox "
                                              "has no notify addresses", "purpose": purpose})
             return
+        self._staff_mail(session, case, rules, mailbox, to=addresses, template=template,
+                         purpose=purpose, key=key, now=now, extra=extra)
+
+    def _staff_mail(self, session: Session, case: Case, rules: ProviderRules,
+                    mailbox: MailboxConfig, *, to: list[str], template: str, purpose: str,
+                    key: str, now: datetime, extra: dict[str, Any],
+                    answering: str | None = None) -> None:
+        """A staff template with the case summary, optionally threaded under `answering`."""
         context = self._case_context(session, case, rules) | extra
         rendered = self.renderer.render(rules.id, template, context)
         queue_email(session, case=case, mailbox=mailbox.name, purpose=purpose,
                     idempotency_key=key, from_name=rules.name, from_address=mailbox.address,
-                    envelope_from=self.config.smtp.envelope_from, to=addresses,
-                    rendered=rendered, now=now)
+                    envelope_from=self.config.smtp.envelope_from, to=to, rendered=rendered,
+                    now=now, in_reply_to=answering, references=[answering] if answering else [])
 
     def _to_staff(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
                   row: InboundMessage, staff: str, template: str, now: datetime,
                   extra: dict[str, Any]) -> None:
-        context = self._case_context(session, case, rules) | extra
-        rendered = self.renderer.render(rules.id, template, context)
         purpose = "error" if template == "command_error" else "confirmation"
-        queue_email(
-            session, case=case, mailbox=mailbox.name, purpose=purpose,
-            idempotency_key=f"{purpose}:{case.reference}:{row.id}", from_name=rules.name,
-            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
-            to=[staff], rendered=rendered, now=now, in_reply_to=row.message_id,
-            references=[row.message_id] if row.message_id else [])
+        self._staff_mail(session, case, rules, mailbox, to=[staff], template=template,
+                         purpose=purpose, key=f"{purpose}:{case.reference}:{row.id}", now=now,
+                         extra=extra, answering=row.message_id)
