@@ -364,15 +364,20 @@ class BusinessCalendar:
 
     # ------------------------------------------------------------------------------ business time
 
+    def _deemed(self, instant: datetime) -> tuple[int, int]:
+        """(index of the interval, µs) of the deemed start: the instant inside open time, else
+        the next opening."""
+        us = self._us(instant)
+        i = self._opening_index(us)
+        return i, max(us, self._starts[i])
+
     def deemed_start(self, instant: datetime) -> datetime:
         """The instant itself when it is inside open time, else the next opening.
 
         Half-open hours: exactly at an opening counts as inside; exactly at a close does not (the
         deemed start is then the next opening).
         """
-        us = self._us(instant)
-        start = self._starts[self._opening_index(us)]
-        return _from_us(us if us >= start else start)
+        return _from_us(self._deemed(instant)[1])
 
     def add_business_seconds(self, instant: datetime, seconds: int) -> datetime:
         """Consume `seconds` of open time from the deemed start.
@@ -382,15 +387,11 @@ class BusinessCalendar:
         """
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds}")
-        us = self._us(instant)
-        i = self._opening_index(us)
-        start = self._starts[i]
-        if us < start:
-            us = start
+        i, us = self._deemed(instant)
         if seconds == 0:
             return _from_us(us)
         # Position on the "open-time axis" (µs of open time since the first interval), then map back.
-        target = self._cum[i] + (us - start) + seconds * _US_PER_SECOND
+        target = self._cum[i] + (us - self._starts[i]) + seconds * _US_PER_SECOND
         cum = self._cum
         if target > cum[-1]:
             raise self._beyond(f"{seconds} business seconds after {instant.isoformat()}")
@@ -430,11 +431,7 @@ class BusinessCalendar:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        us = self._us(instant)
-        i = self._opening_index(us)
-        start = self._starts[i]
-        if us < start:
-            us = start
+        i, us = self._deemed(instant)
         if n == 0:
             return _from_us(us)
         k0 = self._interval_day[i]
