@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     if args.command == "rules":
-        return _rules_check(args, path)
+        return _rules(args, path)
     if args.command == "demo":
         from worker.demo import run_demo
 
@@ -198,7 +198,8 @@ def _load_rules(path: Path, paths: list[Path] | None = None) -> Any:
     return rule_set
 
 
-def _rules_check(args: argparse.Namespace, path: Path) -> int:
+def _rules(args: argparse.Namespace, path: Path) -> int:
+    """`rules check` and `rules simulate`."""
     if args.rules_command == "simulate":
         return _rules_simulate(args, path)
     rule_set = _load_rules(path, list(args.paths) or None)

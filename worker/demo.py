@@ -66,6 +66,8 @@ COMPLAINTS = [
      "evidence was not considered.\n\nJo Wright\n"),
 ]
 
+ADDRESS_OF = {name: address for name, _, address, _ in MAILBOXES}
+
 HTML_COMPLAINT = (
     "<html><body><p>Hello,</p><p>I asked to move my number to you <b>three weeks ago</b> and "
     "the port has failed twice. My business line is <i>still</i> with the old provider.</p>"
@@ -115,8 +117,8 @@ class Story:
     def staff_reply(self, mailbox: str, reference: str, text: str, at: datetime,
                     what: str) -> None:
         """A staff member answers the case's first staff notification."""
-        [note] = [m for m in self.sent("staff-notification", reference)][:1]
-        address = dict((n, a) for n, _, a, _ in MAILBOXES)[mailbox]
+        note = self.sent("staff-notification", reference)[0]
+        address = ADDRESS_OF[mailbox]
         staff = f"staff@{address.rpartition('@')[2]}"
         self.mail(mailbox, customer_mail(
             sender=staff, name="Complaints Team", to=address, subject=f"Re: {note.message['Subject']}",
@@ -127,7 +129,7 @@ class Story:
                        ) -> None:
         """A customer (or their auto-responder) answers the latest email of `purpose` to them."""
         original = self.sent(purpose, prefix)[-1].message
-        address = dict((n, a) for n, _, a, _ in MAILBOXES)[mailbox]
+        address = ADDRESS_OF[mailbox]
         self.mail(mailbox, customer_mail(
             sender=sender, name=name, to=address, subject=f"Re: {original['Subject']}", at=at,
             in_reply_to=original["Message-ID"], text=text, headers=headers), at, what)
@@ -157,10 +159,8 @@ def run_demo(*, out: Path, workdir: Path, weeks: int = 10) -> int:
         config_file = _write_config(workdir, root, imap.port, smtp.port)
         upgrade(f"sqlite:///{(workdir / 'demo.db').resolve()}")
         app = build_app(config_file)
-        address_of = {name: address for name, _, address, _ in MAILBOXES}
-
         def deliver_to(mailbox: str, raw: bytes, at: datetime) -> None:
-            deliver("127.0.0.1", imap.port, address_of[mailbox], PASSWORD, raw, internaldate=at)
+            deliver("127.0.0.1", imap.port, ADDRESS_OF[mailbox], PASSWORD, raw, internaldate=at)
 
         story = Story(app=app, smtp=smtp, deliver=deliver_to)
         print(f"The demo clock starts {START:%A %d %B %Y %H:%M} UTC and runs {weeks} weeks.\n"
@@ -177,9 +177,8 @@ def run_demo(*, out: Path, workdir: Path, weeks: int = 10) -> int:
 def _ten_weeks(story: Story, weeks: int) -> None:
     for offset, (mailbox, sender, name, subject, text) in enumerate(COMPLAINTS):
         at = START - timedelta(minutes=30 - offset)
-        raw = customer_mail(sender=sender, name=name, to=dict(
-            (n, a) for n, _, a, _ in MAILBOXES)[mailbox], subject=subject, at=at, text=text,
-            html=HTML_COMPLAINT if text is None else None)
+        raw = customer_mail(sender=sender, name=name, to=ADDRESS_OF[mailbox], subject=subject,
+                            at=at, text=text, html=HTML_COMPLAINT if text is None else None)
         story.mail(mailbox, raw, at, f"{name} complains to {mailbox}: {subject}")
     story.once(START)
     ref = {prefix: story.sent("acknowledgement", prefix)[0].message["X-Complaints-Worker-Case"]
@@ -193,8 +192,8 @@ def _ten_weeks(story: Story, weeks: int) -> None:
                          "I am out of the office until Monday.\n", day1,
                          "Raj's out-of-office answers (recorded, never answered)",
                          headers={"Auto-Submitted": "auto-replied"})
-    story.mail("infinity", bounce(mta="mx.example.com", to=dict(
-        (n, a) for n, _, a, _ in MAILBOXES)["infinity"], failed_recipient="m.okafor@example.com",
+    story.mail("infinity", bounce(
+        mta="mx.example.com", to=ADDRESS_OF["infinity"], failed_recipient="m.okafor@example.com",
         original=story.sent("acknowledgement", "INF")[0].raw, at=day1, status="4.2.2",
         diagnostic="452 4.2.2 Mailbox full"), day1,
         "Mary's mailbox is full: a temporary bounce, recorded on her case")

@@ -174,11 +174,11 @@ class ProviderRules:
     # A customer still unhappy within this long of the resolution reopens the case.
     reopen_within: Duration | None = None
 
-    def calendar_spec(self, region: str | None = None) -> CalendarSpec:
-        """The business calendar of this provider, optionally in another holiday region."""
+    def calendar_spec(self) -> CalendarSpec:
+        """The business calendar of this provider (`with_region` for another holiday region)."""
         return CalendarSpec(
             timezone=self.timezone, weekly_hours=self.weekly_hours,
-            holiday_region=region or self.holiday_region, closures=self.closures,
+            holiday_region=self.holiday_region, closures=self.closures,
             extra_working_days=self.extra_working_days,
         )
 

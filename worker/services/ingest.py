@@ -31,7 +31,6 @@ from worker.core.references import references_in_subject, without_references
 from worker.core.rules import ProviderRules
 from worker.core.staff import check_staff
 from worker.core.threading import candidate_ids, match_thread
-from worker.errors import MailboxError
 from worker.services.outbox import queue_email
 from worker.services.staff import StaffDesk, notification_ids
 from worker.services.timers import Calendars, plan_new_case
@@ -374,5 +373,3 @@ def _count(result: PollResult, outcome: str) -> None:
     elif outcome == "duplicate":
         result.duplicates += 1
 
-
-__all__ = ["IngestService", "MailboxError", "PollResult"]
