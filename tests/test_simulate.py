@@ -192,3 +192,4 @@ def test_simulate_agrees_an_acknowledgement_day_reply_is_not_an_update(capsys):
                       "--event", "staff-reply@2026-11-16T12:00:00Z", "--until",
                       "2026-11-18T00:00:00Z")
     assert sends(result, "update") == ["2026-11-17T17:00:00+00:00"]
+

@@ -97,11 +97,17 @@ def obligation_due(rules: ProviderRules, calendar: BusinessCalendar, obligation:
     if obligation.repeat is not None and obligation.due.unit is Unit.BUSINESS_DAYS:
         # "On each working day after the day of the acknowledgement": counted from that local
         # date, even when the acknowledgement went out after hours or at a weekend.
-        day = calendar.local_date(start)
-        for _ in range(int(obligation.due.amount)):
-            day = calendar.next_working_day(day)
-        return calendar.working_intervals(day)[-1][1]
+        return close_of_working_day_after(calendar, start, int(obligation.due.amount))
     return due_at(calendar, obligation.due, start)
+
+
+def close_of_working_day_after(calendar: BusinessCalendar, instant: datetime, n: int) -> datetime:
+    """The close of the n-th working day after `instant`'s local date (repeating obligations
+    count days, whatever the time of day)."""
+    day = calendar.local_date(instant)
+    for _ in range(n):
+        day = calendar.next_working_day(day)
+    return calendar.working_intervals(day)[-1][1]
 
 
 def window_start(calendar: BusinessCalendar, cadence: Duration, previous: datetime,
@@ -120,12 +126,12 @@ def window_start(calendar: BusinessCalendar, cadence: Duration, previous: dateti
 def next_occurrence(calendar: BusinessCalendar, cadence: Duration, previous_due: datetime) -> datetime:
     """The due time after `previous_due` for a repeating obligation.
 
-    A due time at a close (17:30) is outside the half-open hours, so counting working days
-    from it would start from the next morning and skip a day. A repeat counts from the working
-    day of the previous occurrence, so day-based units start one second inside that day.
+    Working days count from the previous occurrence's local date: its due time at the 17:30
+    close is outside the half-open hours, and counting from there as from a message received
+    after hours would skip a day.
     """
     if cadence.unit is Unit.BUSINESS_DAYS:
-        previous_due -= timedelta(seconds=1)
+        return close_of_working_day_after(calendar, previous_due, int(cadence.amount))
     return due_at(calendar, cadence, previous_due)
 
 
