@@ -1,4 +1,7 @@
-"""One IMAP folder through imapclient: list new UIDs, fetch raw bytes, mark processed. Never deletes."""
+"""One IMAP folder through imapclient: list new UIDs, fetch raw bytes, mark processed, wait in IDLE.
+
+Never deletes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import shlex
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -59,11 +63,17 @@ class MailboxSource(Protocol):
 
 
 class ImapMailbox:
-    """MailboxSource over imapclient. See MailboxSource for the contract."""
+    """MailboxSource over imapclient. See MailboxSource for the contract.
 
-    def __init__(self, config: MailboxConfig, *, timeout: float = 60.0) -> None:
+    With `keep_open`, `close` keeps the connection for the next `open` (which re-selects the
+    folder, and reconnects if the server dropped us): `run` holds one connection per mailbox
+    and waits on it in IDLE between polls. `disconnect` really closes it.
+    """
+
+    def __init__(self, config: MailboxConfig, *, timeout: float = 60.0, keep_open: bool = False) -> None:
         self.config = config
         self.timeout = timeout
+        self.keep_open = keep_open
         self._client: IMAPClient | None = None
         self._keywords_allowed = False
         self._can_move = False
@@ -75,6 +85,11 @@ class ImapMailbox:
         return self._client
 
     def open(self) -> FolderStatus:
+        if self._client is not None:
+            try:
+                return self._select()
+            except NETWORK_ERRORS:
+                self.disconnect()  # Dropped while we were away: connect afresh below.
         cfg = self.config
         try:
             client = self._connect()
@@ -86,14 +101,17 @@ class ImapMailbox:
             client.normalise_times = False
             if cfg.processed_folder and not client.folder_exists(cfg.processed_folder):
                 client.create_folder(cfg.processed_folder)
-            selected = client.select_folder(cfg.folder)
             self._can_move = client.has_capability("MOVE")
+            return self._select()
         except MailboxError:
-            self.close()
+            self.disconnect()
             raise
         except NETWORK_ERRORS as exc:
-            self.close()
+            self.disconnect()
             raise MailboxError(_describe(exc)) from exc
+
+    def _select(self) -> FolderStatus:
+        selected = self.client.select_folder(self.config.folder)
         permanent = selected.get(b"PERMANENTFLAGS", ())
         self._keywords_allowed = b"\\*" in permanent
         return FolderStatus(uidvalidity=int(selected[b"UIDVALIDITY"]),
@@ -197,7 +215,44 @@ class ImapMailbox:
         except NETWORK_ERRORS as exc:
             raise MailboxError(_describe(exc)) from exc
 
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None
+
+    @property
+    def can_idle(self) -> bool:
+        """Whether the open connection offers IDLE (RFC 2177); without it `run` polls."""
+        return bool(self.client.has_capability("IDLE"))
+
+    def wait_for_mail(self, timeout: float, *, should_stop: Callable[[], bool] = lambda: False,
+                      check_every: float = 1.0) -> bool:
+        """Wait in IDLE up to `timeout` seconds; True as soon as the server announces new mail.
+
+        Servers drop connections idle for long (RFC 2177 allows 29 minutes), so the caller
+        re-issues IDLE with a timeout well under that. `should_stop` is checked every
+        `check_every` seconds so that a stop request is not held up by a quiet mailbox.
+        """
+        client = self.client
+        deadline = time.monotonic() + timeout
+        arrived = False
+        try:
+            client.idle()
+            while not arrived and not should_stop():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                arrived = _announces_mail(client.idle_check(timeout=min(left, check_every)))
+            _text, responses = client.idle_done()
+        except NETWORK_ERRORS as exc:
+            self.disconnect()
+            raise MailboxError(_describe(exc)) from exc
+        return arrived or _announces_mail(responses)
+
     def close(self) -> None:
+        if not self.keep_open:
+            self.disconnect()
+
+    def disconnect(self) -> None:
         client, self._client = self._client, None
         if client is None:
             return
@@ -206,6 +261,11 @@ class ImapMailbox:
         except Exception:
             with contextlib.suppress(Exception):
                 client.shutdown()
+
+
+def _announces_mail(responses: Sequence[tuple[object, ...]]) -> bool:
+    """EXISTS (and the older RECENT) tell an IDLE client that a message was added."""
+    return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
 def _describe(exc: BaseException) -> str:

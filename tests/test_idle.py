@@ -1,0 +1,73 @@
+"""IMAP IDLE on a kept-open connection, against pymap and Dovecot."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.harness import PASSWORD, PROVIDER_ADDRESSES, mailbox_for, write_config
+from worker.adapters.imap import ImapMailbox
+from worker.config import load_config
+from worker.embedded import deliver_many
+
+ADDRESS = PROVIDER_ADDRESSES["claranet-soho"]
+AT = datetime(2026, 4, 1, 9, tzinfo=UTC)
+
+
+def message(n: int) -> bytes:
+    return (f"From: c{n}@example.org\r\nTo: {ADDRESS}\r\nSubject: m{n}\r\n"
+            f"Message-ID: <idle{n}@example.org>\r\n\r\nhello\r\n").encode()
+
+
+@pytest.fixture
+def kept_open(imap_server, tmp_path: Path) -> Iterator[tuple[ImapMailbox, int]]:
+    path = write_config(tmp_path / "c.toml", db_url="sqlite:///x.db", imap_port=imap_server.port,
+                        smtp_port=25, mailboxes=[mailbox_for("claranet-soho")])
+    source = ImapMailbox(load_config(path).mailboxes[0], keep_open=True)
+    yield source, imap_server.port
+    source.disconnect()
+
+
+def test_idle_wakes_when_mail_arrives(kept_open: tuple[ImapMailbox, int]):
+    source, port = kept_open
+    source.open()
+    assert source.can_idle
+    assert source.wait_for_mail(0.3) is False, "nothing arrived: the wait runs out"
+
+    appender = threading.Timer(0.2, deliver_many, args=("127.0.0.1", port, ADDRESS, PASSWORD,
+                                                        [(message(1), AT)]))
+    appender.start()
+    started = time.monotonic()
+    assert source.wait_for_mail(20) is True
+    assert time.monotonic() - started < 10, "woken by the server, not by the timeout"
+    appender.join()
+
+    # The same connection goes on serving the poll that follows.
+    source.close()
+    source.open()
+    assert len(source.new_uids(0)) == 1
+
+
+def test_a_stop_request_ends_the_wait(kept_open: tuple[ImapMailbox, int]):
+    source, _ = kept_open
+    source.open()
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    assert source.wait_for_mail(60, should_stop=stop.is_set, check_every=0.1) is False
+    assert time.monotonic() - started < 10
+    source.open()  # IDLE was ended cleanly: the connection takes commands again.
+
+
+def test_a_dropped_connection_is_replaced_on_the_next_open(kept_open: tuple[ImapMailbox, int]):
+    source, port = kept_open
+    source.open()
+    source.client.socket().close()  # The server or the network dropped us while we waited.
+    deliver_many("127.0.0.1", port, ADDRESS, PASSWORD, [(message(2), AT)])
+    source.open()
+    assert len(source.new_uids(0)) == 1
