@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from worker.core.bounces import analyse_bounce
 from worker.core.classify import classify
 from worker.core.message import MessageKind, ParsedMessage
 from worker.core.parse import parse_message
@@ -70,10 +71,13 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
     ("own-beats-auto-submitted",
      mail(b"X-Complaints-Worker-Purpose: reminder\r\nAuto-Submitted: auto-generated\r\n"),
      OWN_MAIL, "X-Complaints-Worker-Purpose"),
-    # --- RFC 3464 DSNs, by their Action fields
+    # --- RFC 3464 DSNs, by their Action fields (a delay is a soft bounce)
     ("dsn-failed", dsn(b"Action: failed\r\nStatus: 5.1.1\r\n"), BOUNCE,
      "multipart/report; report-type=delivery-status; Action: failed"),
-    ("dsn-delayed", dsn(b"Action: delayed\r\nStatus: 4.4.7\r\n"), REPORT, "Action: delayed"),
+    ("dsn-failure-spelling", dsn(b"Action: failure\r\nStatus: 5.1.1\r\n"), BOUNCE,
+     "Action: failed"),
+    ("dsn-delayed", dsn(b"Action: delayed\r\nStatus: 4.4.7\r\n"), BOUNCE,
+     "delay warning only, a soft bounce"),
     ("dsn-delivered", dsn(b"Action: delivered\r\nStatus: 2.0.0\r\n"), REPORT, "Action: delivered"),
     ("dsn-relayed", dsn(b"Action: relayed\r\n"), REPORT, "Action: relayed"),
     ("dsn-expanded", dsn(b"Action: expanded\r\n"), REPORT, "Action: expanded"),
@@ -81,11 +85,25 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
      dsn(b"Action: delayed\r\n\r\nFinal-Recipient: rfc822; b@example.org\r\nAction: Failed\r\n"),
      BOUNCE, "Action: failed"),
     ("dsn-status-only-5xx", dsn(b"Status: 5.0.0\r\n"), BOUNCE, "Status: 5.x.x"),
+    ("dsn-status-only-4xx", dsn(b"Status: 4.2.2\r\n"), BOUNCE, "Status: 4.x.x"),
+    ("dsn-status-only-2xx", dsn(b"Status: 2.0.0\r\n"), REPORT, "Status: 2.0.0"),
     ("dsn-no-fields", dsn(b""), BOUNCE, "no Action field"),
     ("dsn-part-in-mixed", dsn(b"Action: failed\r\n", container=b"multipart/mixed"), BOUNCE,
      "report part in multipart/mixed; Action: failed"),
-    ("dsn-delayed-in-mixed", dsn(b"Action: delayed\r\n", container=b"multipart/mixed"), REPORT,
-     "Action: delayed"),
+    ("dsn-delayed-in-mixed", dsn(b"Action: delayed\r\n", container=b"multipart/mixed"), BOUNCE,
+     "report part in multipart/mixed; Action: delayed"),
+    # Bounces carry Auto-Submitted too: a bounce, not an auto-reply.
+    ("dsn-with-auto-submitted", dsn(b"Action: failed\r\n", extra=b"Auto-Submitted: auto-replied\r\n"),
+     BOUNCE, "Action: failed"),
+    # A DSN whose From line was lost (folded into Date:) is still read as a DSN.
+    ("dsn-without-any-sender",
+     dsn(b"Action: failed\r\nStatus: 4.0.0\r\n").replace(
+         b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n", b""),
+     BOUNCE, "despite: no sender address"),
+    ("barracuda-bulk-filter-dsn-is-a-bounce",
+     dsn(b"Action: failed\r\nStatus: 5.7.1\r\n").replace(
+         b"Subject: Delivery report", b"Subject: **Message you sent blocked by our bulk email filter**"),
+     BOUNCE, "Action: failed"),
     # --- read receipts and ARF
     ("mdn",
      b"From: jo@example.com\r\n"
@@ -118,6 +136,11 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
           b"Subject: AWS Notification Message\r\n",
           b'{"notificationType":"Bounce","bounce":{"bounceType":"Permanent"},"mail":{}}\r\n'),
      BOUNCE, "Amazon SES notification: Bounce"),
+    ("ses-delivery-delay-json",
+     mail(b"From: AWS Notifications <no-reply@sns.amazonaws.com>\r\n"
+          b"Subject: AWS Notification Message\r\n",
+          b'{"eventType":"DeliveryDelay","deliveryDelay":{"delayType":"MailboxFull"}}\r\n'),
+     BOUNCE, "Amazon SES notification: DeliveryDelay"),
     ("ses-complaint-escaped-json",
      mail(b"From: AWS Notifications <no-reply@sns.amazonaws.com>\r\n"
           b"Subject: AWS Notification Message\r\n",
@@ -164,24 +187,42 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
      mail(b"From: Yahoo <bounces@yahoo.example>\r\nSubject: Failure Notice\r\n",
           b"Sorry, we were unable to deliver your message to the following address.\r\n"),
      BOUNCE, "subject and body both report a delivery failure"),
+    ("exim-filter-not-a-valid-user",
+     mail(b"From: <>\r\nAuto-Submitted: auto-replied\r\n",
+          b"You sent mail to jo@example.org. That's not a valid user here.\r\n"),
+     BOUNCE, "not a valid user"),
+    # A gateway answering "RE: <subject> : non remis (delivery failed)": subject wording that is
+    # not at the start backs up the body's, unless the subject is a forward.
+    ("gateway-reply-with-failure-tag",
+     mail(b"From: Gateway <gateway@bank.example>\r\n"
+          b"Subject: RE: Your complaint : non remis (delivery failed)\r\n",
+          b"Votre message n'a pas pu etre delivre a jo@bank.example\r\n"
+          b"Your message could not be delivered to jo@bank.example\r\n"),
+     BOUNCE, "subject and body both report a delivery failure"),
+    ("non-delivery-report-with-list-headers",
+     mail(b"From: <admin@bank.example>\r\nPrecedence: bulk\r\nList-Id: <talk.lists.example>\r\n"
+          b"Subject: Non-Delivery: Your message awaits moderator approval\r\n",
+          b"--- Non-Delivery Report ---\r\n"
+          b"The email below could not be delivered to the following user:\r\n"),
+     BOUNCE, "could not be delivered to the following user"),
     ("returned-mail-auto-submitted",
      mail(b"From: Relay <relay@example.net>\r\nAuto-Submitted: auto-generated (failure)\r\n"
           b"Subject: Returned mail: see transcript for details\r\n"),
      BOUNCE, "Auto-Submitted: auto-generated (failure)"),
-    # Non-standard delay warnings report a delay, not a failure, just like Action: delayed.
+    # Non-standard delay warnings are soft bounces, just like Action: delayed.
     ("gmail-delay-warning",
      mail(b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.example>\r\n"
           b"Subject: Delivery Status Notification (Delay)\r\n",
           b"This is an automatically generated Delivery Status Notification\r\n\r\n"
           b"THIS IS A WARNING MESSAGE ONLY.\r\n\r\nYOU DO NOT NEED TO RESEND YOUR MESSAGE.\r\n"),
-     REPORT, "delay warning only: (Delay)"),
+     BOUNCE, "delay warning only, a soft bounce: (Delay)"),
     ("exim-delay-warning",
      mail(b"From: Mail Delivery System <Mailer-Daemon@mx.example.net>\r\n"
           b"Auto-Submitted: auto-replied\r\n"
           b"Subject: Warning: message 1abc-000 delayed 24 hours\r\n",
           b"A message that you sent has not yet been delivered to one or more of its\r\n"
           b"recipients after more than 24 hours on the queue.\r\n"),
-     REPORT, "delay warning only"),
+     BOUNCE, "delay warning only, a soft bounce"),
     ("failed-recipients-beat-delay-wording",
      mail(b"From: Mail Delivery System <Mailer-Daemon@mx.example.net>\r\n"
           b"X-Failed-Recipients: gone@example.org\r\n"
@@ -196,6 +237,9 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
      mail(b"Subject: Delivery failure of my new router\r\n",
           b"There was a delivery failure: your courier never came. Mail delivery failed too.\r\n"),
      HUMAN, ""),
+    ("customer-forward-subject-with-failure-words",
+     mail(b"Subject: Fwd: my mail to you: delivery failed\r\n",
+          b"My phone says your message could not be delivered. Why?\r\n"), HUMAN, ""),
     ("customer-forwards-a-bounce",
      mail(b"Subject: Fwd: Returned mail: see transcript for details\r\n",
           b"Why does my mail to you bounce?\r\n\r\nBegin forwarded message:\r\n\r\n"
@@ -214,6 +258,14 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
      "X-Auto-Response-Suppress: All"),
     ("exchange-rules-loop", mail(b"X-MS-Exchange-Inbox-Rules-Loop: jo@example.com\r\n"), AUTO,
      "X-Ms-Exchange-Inbox-Rules-Loop"),
+    ("exchange-oof-suppress-and-subject",
+     mail(b"X-Auto-Response-Suppress: All\r\nSubject: Automatic reply: Your complaint\r\n"
+          b"Thread-Topic: Your complaint\r\n"), AUTO, "X-Auto-Response-Suppress: All"),
+    ("lotus-notes-auto-subject",
+     mail(b"From: Jo Bloggs <jo.bloggs@notes.example>\r\n"
+          b"Subject: AUTO: Jo Bloggs is out of the office (returning 02/03/2026)\r\n",
+          b"I am out of the office until 02/03/2026 and will not see your message.\r\n"), AUTO,
+     "Subject: AUTO: Jo Bloggs is out of the office"),
     ("exchange-generated-source",
      mail(b"X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent\r\n"), AUTO,
      "Mailbox Rules Agent"),
@@ -223,9 +275,67 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
     ("null-path-automatic-reply",
      mail(b"Return-Path: <>\r\nSubject: Automatic reply: your complaint\r\n"), AUTO,
      "Subject: Automatic reply"),
+    # vacation(1) and its kin: a null sender and Precedence: bulk or junk, no other header.
+    ("vacation-null-sender-precedence-bulk",
+     mail(b"Return-Path: <>\r\nPrecedence: bulk\r\nSubject: Thank you for your e-mail\r\n",
+          b"I will endeavour to reply as soon as possible.\r\n"), AUTO,
+     "Return-Path: <> with Precedence: bulk"),
+    ("vacation-null-from-precedence-junk",
+     mail(b"From: <>\r\nPrecedence: junk\r\nSubject: Away\r\n"), AUTO,
+     "From: <> (null sender) with Precedence: junk"),
     ("vacation-beats-precedence-list",
      mail(b"Auto-Submitted: auto-replied\r\nPrecedence: list\r\nSubject: Away\r\n"), AUTO,
      "Auto-Submitted: auto-replied"),
+    # --- challenge-response systems: auto-replies, never acknowledged or answered
+    ("cr-bluebottle",
+     mail(b"From: jo@bluebottle.example\r\nSubject: RE: Your complaint\r\n"
+          b"X-Bluebottle-Request: <1234>\r\n",
+          b"This account is protected by Bluebottle. Please click on the following link to have\r\n"
+          b"your address added to the recipient's allowed list.\r\n"),
+     AUTO, "X-Bluebottle-Request (Bluebottle)"),
+    ("cr-boxtrapper", mail(b"X-Boxtrapper: 1\r\nSubject: Re: Your complaint\r\n"), AUTO,
+     "X-Boxtrapper (cPanel BoxTrapper)"),
+    ("cr-spamarrest-header", mail(b"X-Spamarrest-noauth: 1\r\n"), AUTO, "(Spam Arrest)"),
+    ("cr-spamarrest-domain",
+     mail(b"Return-Path: <verify@mail.spamarrest.com>\r\nSubject: Re: Your complaint\r\n"),
+     AUTO, "sent by Spam Arrest (verify@mail.spamarrest.com)"),
+    ("cr-choicemail", mail(b"X-ChoiceMail-Registration-Request: yes\r\n"), AUTO, "(ChoiceMail)"),
+    ("cr-ask", mail(b"X-AskVersion: 2.5.3\r\n"), AUTO, "(ASK (Active Spam Killer))"),
+    ("cr-tmda-agent",
+     mail(b"X-Delivery-Agent: TMDA/1.1.12 (Macallan)\r\nSubject: Re: Your complaint\r\n"), AUTO,
+     "TMDA confirmation request"),
+    ("cr-tmda-message-id",
+     mail(b"Subject: Re: Your complaint\r\n").replace(
+         b"<c1@example.com>", b"<1767225600.4242.tmda@mail.example.net-tmda-confirm>"), AUTO,
+     "TMDA confirmation request"),
+    # Boxbe wraps its notice in a DSN with Action: failed: a challenge, not a bounce.
+    ("cr-boxbe-dsn-from-boxbe",
+     dsn(b"Action: failed\r\nStatus: 4.7.0\r\n").replace(
+         b"Mail Delivery System <MAILER-DAEMON@mx.example.net>", b"noreply@boxbe.com"),
+     AUTO, "sent by Boxbe (noreply@boxbe.com)"),
+    ("cr-boxbe-diagnostic",
+     dsn(b"Action: failed\r\nStatus: 4.7.0\r\n"
+         b"Diagnostic-Code: X-Boxbe-Notice; Sender not pre-approved\r\n"),
+     AUTO, "Diagnostic-Code: X-Boxbe-Notice (Boxbe)"),
+    ("cr-verify-subject", mail(b"Subject: Please Verify Your Email Address\r\n"), AUTO,
+     "challenge-response system"),
+    ("cr-requires-verification-subject",
+     mail(b"Subject: Your email requires verification verify:8c2f1e\r\n"), AUTO,
+     "challenge-response system"),
+    ("cr-qurb-subject", mail(b"Subject: Your complaint [Qurb #1234567]\r\n"), AUTO,
+     "challenge-response system"),
+    ("cr-confirm-human-null-sender",
+     mail(b"Return-Path: <>\r\nSubject: Re: Your complaint\r\n",
+          b"I use a challenge-response filter. Please confirm you are human by replying.\r\n"),
+     AUTO, "body: challenge-response"),
+    ("cr-confirm-human-auto-submitted",
+     mail(b"Auto-Submitted: auto-replied\r\nSubject: Re: Your complaint\r\n",
+          b"To get through, please verify that you are a real person: http://cr.example/v/1\r\n"),
+     AUTO, "body: verify that you are a real person"),
+    # The same words from a customer, with nothing automated about the message, are a person.
+    ("customer-quoting-a-captcha",
+     mail(b"Subject: Your website\r\n",
+          b"The form says 'please confirm you are human' and then crashes.\r\n"), HUMAN, ""),
     # --- the null sender alone
     ("null-return-path", mail(b"Return-Path: <>\r\nSubject: something\r\n"), BOUNCE,
      "Return-Path: <>"),
@@ -248,6 +358,7 @@ CASES: list[tuple[str, bytes, MessageKind, str]] = [
 
 AUTO_REPLY_SUBJECTS = [
     "Auto: Your complaint",
+    "AUTO: Jo Bloggs is out of the office (returning 02/03/2026)",
     "AUTO: Jo is out of the office",
     "Automatic reply: Your complaint",
     "Auto reply: Your complaint",
@@ -262,6 +373,19 @@ AUTO_REPLY_SUBJECTS = [
     "Respuesta automática: queja",
     "Automatisch antwoord: klacht",
     "[Automatyczna odpowiedź] skarga",
+    "Arpus biroja atrasanas automatiska atbilde: subjecting",
+    "Automātiskā atbilde: jūsu sūdzība",
+    "Automatinis atsakymas: skundas",
+    "Automatická odpověď: stížnost",
+    "Automatická odpoveď: sťažnosť",
+    "Automatikus válasz: panasz",
+    "Răspuns automat: reclamație",
+    "Automatski odgovor: prigovor",
+    "Otomatik yanıt: şikayet",
+    "Αυτόματη απάντηση: παράπονο",
+    "Автоматический ответ: жалоба",
+    "Автоматичен отговор: оплакване",
+    "자동 회신: 불만",
 ]
 
 CUSTOMER_SUBJECTS = [
@@ -322,3 +446,52 @@ def test_classify_is_pure_on_value_objects() -> None:
     first = classify(msg, own_addresses=OWN)
     assert first == classify(msg, own_addresses=OWN)
     assert first.kind is AUTO
+
+
+# ----------------------------------------------------------------------------- hard or soft
+# analyse_bounce decides what a BOUNCE does: a permanent one marks the address undeliverable,
+# a soft one (a delay, a 4.x.x failure) is only recorded.
+
+
+def test_delayed_dsn_is_a_soft_bounce_for_the_delayed_recipient() -> None:
+    report = analyse_bounce(parse_message(dsn(b"Action: delayed\r\nStatus: 4.4.7\r\n")))
+    assert report.recipients == ("gone@example.org",)
+    assert not report.permanent
+    assert report.reason == "4.4.7"
+
+
+def test_only_failed_recipients_count_and_either_field_order_works() -> None:
+    raw = dsn(b"Action: delivered\r\nStatus: 2.0.0\r\n\r\n"
+              b"Final-Recipient: rfc822; gone@example.net\r\n"
+              b"Original-Recipient: rfc822; alias@example.net\r\n"
+              b"Action: failed\r\nStatus: 5.1.1\r\n"
+              b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n")
+    report = analyse_bounce(parse_message(raw))
+    assert report.recipients == ("gone@example.net", "alias@example.net")
+    assert report.permanent and report.reason == "smtp; 550 5.1.1 User unknown"
+
+
+def test_non_standard_delay_warning_without_a_code_is_soft() -> None:
+    raw = mail(b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.example>\r\n"
+               b"Subject: Delivery Status Notification (Delay)\r\n",
+               b"This is an automatically generated Delivery Status Notification\r\n\r\n"
+               b"THIS IS A WARNING MESSAGE ONLY.\r\n")
+    report = analyse_bounce(parse_message(raw))
+    assert (report.permanent, report.reason) == (False, "delivery delayed")
+
+
+def test_codes_in_the_returned_copy_are_not_the_servers_verdict() -> None:
+    # The copy of our message below the marker has version numbers and a "550" of its own.
+    original = (b"--- Below this line is a copy of the message.\r\n\r\n"
+                b"Return-Path: <complaints@provider.example>\r\n"
+                b"X-Mailer: Mailer 5.0.1\r\nSubject: Case 550\r\n\r\nSee 550 Oxford Street.\r\n")
+    head = b"From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n"
+    soft = analyse_bounce(parse_message(mail(head, b"Hi. This is the qmail-send program.\r\n"
+                                             b"<jo@example.org>:\r\nMailbox full. (#4.2.2)\r\n"
+                                             + original)))
+    assert (soft.permanent, soft.reason) == (False, "Mailbox full. (#4.2.2)")
+    no_code = analyse_bounce(parse_message(mail(head, b"Hi. This is the qmail-send program.\r\n"
+                                                b"<jo@example.org>:\r\nNo such user.\r\n"
+                                                + original.replace(b"5.0.1", b"4.0.1"))))
+    # No code from the server at all: it says delivery failed, so the failure is permanent.
+    assert (no_code.permanent, no_code.reason) == (True, "delivery failed")

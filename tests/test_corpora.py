@@ -26,61 +26,10 @@ pytestmark = [
     ),
 ]
 
-SISIMAI = CORPORA / "set-of-emails"
-BSD = SISIMAI / "maildir" / "bsd"
-
-# Human-written messages in the bounce corpus, which we deliberately classify HUMAN: a customer
-# forwarding a bounce to us is a person writing to us, and acknowledging them is right.
-HUMAN_FORWARDS = {
-    "lhost-sendmail-14.eml": "Apple Mail forward of a Sendmail bounce ('Fwd: Returned mail')",
-}
-
 NONE = frozenset[str]()
 
-
-def expected_kind(records: list[dict[str, object]]) -> MessageKind:
-    reasons = {str(r.get("reason")) for r in records}
-    if "vacation" in reasons:
-        return MessageKind.AUTO_REPLY
-    if "feedback" in reasons:
-        return MessageKind.FEEDBACK_REPORT
-    if "delivered" in reasons:
-        return MessageKind.DELIVERY_REPORT
-    return MessageKind.BOUNCE
-
-
-def test_sisimai_bsd_bounces_are_never_human() -> None:
-    expected: dict[str, list[dict[str, object]]] = json.loads(
-        (SISIMAI / "EXPECTED-sisimai.json").read_text(encoding="utf-8")
-    )["expected"]
-    confusion: Counter[tuple[str, str]] = Counter()
-    human: list[str] = []
-    exact = total = 0
-    for path in sorted(BSD.iterdir()):
-        result = classify(parse_message(path.read_bytes()), own_addresses=NONE)
-        records = expected.get(f"maildir/bsd/{path.name}")
-        want = expected_kind(records).value if records is not None else "(no expectation)"
-        confusion[(want, result.kind.value)] += 1
-        if result.kind is MessageKind.HUMAN and path.name not in HUMAN_FORWARDS:
-            human.append(f"{path.name}: {result.reasons}")
-        if records is not None:
-            total += 1
-            exact += want == result.kind.value
-
-    width = max(len(want) for want, _ in confusion) + 2
-    print(f"\nset-of-emails/maildir/bsd: {exact}/{total} exact ({exact / total:.1%})")
-    print(f"{'expected':{width}}{'classified':18}count")
-    for (want, got), count in sorted(confusion.items()):
-        print(f"{want:{width}}{got:18}{count}")
-
-    assert not human, f"bounces/auto-replies classified HUMAN (would be acknowledged): {human}"
-    assert exact / total >= 0.95, f"only {exact}/{total} exact: {sorted(confusion.items())}"
-
-
-@pytest.mark.parametrize("name", sorted(HUMAN_FORWARDS))
-def test_sisimai_human_forward_is_human(name: str) -> None:
-    result = classify(parse_message((BSD / name).read_bytes()), own_addresses=NONE)
-    assert result.kind is MessageKind.HUMAN, HUMAN_FORWARDS[name]
+# Bounce, auto-reply and report scores against the bounce corpora's answer keys are in
+# tests/test_corpora_bounces.py.
 
 
 def recipient_mailbox(msg: ParsedMessage) -> str:

@@ -2,20 +2,24 @@
 
 Order of the checks, first match wins:
 
-1. `problem` set -> UNPARSEABLE.
+1. `problem` set -> UNPARSEABLE, unless a machine-readable report can still be read (a DSN
+   whose From line was lost is still a DSN).
 2. Our own mail coming back (our purpose header, or From one of our mailboxes) -> OWN_MAIL.
-3. Machine-readable reports: multipart/report or a report part (delivery-status by its Action
+3. Challenge-response systems ("confirm you are human before I accept your mail") -> AUTO_REPLY:
+   some wrap their challenge in a DSN, so they are recognised before reports.
+4. Machine-readable reports: multipart/report or a report part (delivery-status by its Action
    fields, read receipts, ARF feedback) and a few vendor report formats.
-4. Bounces: X-Failed-Recipients, a MAILER-DAEMON/postmaster sender, or a bounce subject or body
+5. Bounces: X-Failed-Recipients, a MAILER-DAEMON/postmaster sender, or a bounce subject or body
    backed by a second sign of automation (null sender, Auto-Submitted, an enclosed original).
-   Bounces also carry Auto-Submitted, so they are recognised before auto-replies. One that only
-   warns of a delay ("THIS IS A WARNING MESSAGE ONLY") is a DELIVERY_REPORT, like a DSN with
-   Action: delayed.
-5. Auto-replies: RFC 3834 Auto-Submitted, vendor auto-reply headers, auto-reply subjects.
-6. Any other null-sender mail -> BOUNCE (DSNs and MDNs are the only mail sent with `<>`, and
+   Bounces also carry Auto-Submitted, so they are recognised before auto-replies. A report that
+   only warns of a delay (Action: delayed, "THIS IS A WARNING MESSAGE ONLY") is a soft BOUNCE:
+   analyse_bounce reports it as not permanent.
+6. Auto-replies: RFC 3834 Auto-Submitted, vendor auto-reply headers, auto-reply subjects, and
+   null-sender mail with Precedence bulk/junk (the classic vacation(1) auto-responder).
+7. Any other null-sender mail -> BOUNCE (DSNs and MDNs are the only mail sent with `<>`, and
    RFC 3834 auto-replies were recognised just above).
-7. Bulk: Precedence bulk/junk/list, List-* headers, spam flags, notification-platform headers.
-8. Otherwise HUMAN.
+8. Bulk: Precedence bulk/junk/list, List-* headers, spam flags, notification-platform headers.
+9. Otherwise HUMAN.
 
 The rules lean towards "automated" when evidence is explicit, and never treat a message as
 automated because of its *quoted* content: a customer who forwards a bounce to us is a human.
@@ -24,8 +28,10 @@ automated because of its *quoted* content: a customer who forwards a bounce to u
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 
+from worker.core.bounces import delay_warning, dsn_actions
 from worker.core.message import Classification, MessageKind, ParsedMessage
 
 # Only the start of a body is read for bounce wording: a DSN says so at once.
@@ -35,14 +41,13 @@ _PURPOSE_HEADER = "x-complaints-worker-purpose"
 
 _DSN_TYPES = frozenset({"delivery-status", "global-delivery-status"})
 _MDN_TYPES = frozenset({"disposition-notification", "global-disposition-notification"})
-_ACTION_LINE = re.compile(r"^[ \t]*action[ \t]*:[ \t]*([a-z]+)", re.IGNORECASE | re.MULTILINE)
 # Amazon SES event notifications delivered by SNS as a JSON mail body.
 _SES_NOTIFICATION = re.compile(r'\\?"(?:notificationType|eventType)\\?"\s*:\s*\\?"([A-Za-z]+)')
 _SES_KINDS = {
     "bounce": MessageKind.BOUNCE,
     "complaint": MessageKind.FEEDBACK_REPORT,
     "delivery": MessageKind.DELIVERY_REPORT,
-    "deliverydelay": MessageKind.DELIVERY_REPORT,
+    "deliverydelay": MessageKind.BOUNCE,  # a soft bounce, like a DSN with Action: delayed
 }
 
 # Local parts of mail systems, never people ("postmaster", "MAILER-DAEMON", "Mail.Delivery.System").
@@ -58,10 +63,11 @@ _DAEMON_NAME = re.compile(
     re.IGNORECASE,
 )
 
-# Subjects that on their own say "delivery failed". Matched at the start (after an optional
-# "[tag]"), so a customer's "Fwd: Undeliverable: ..." or "Re: returned mail" never matches.
-_BOUNCE_SUBJECT = re.compile(
-    r"^(?:\[[^\]]{1,40}\]\s*)?(?:"
+# Subject wording that says "delivery failed". Alone it counts only at the start (after an
+# optional "[tag]"), so a customer's "Fwd: Undeliverable: ..." or "Re: returned mail" never
+# matches; anywhere in a subject that is not a forward, it backs up bounce wording in the body
+# (gateways reply "RE: <subject> : non remis (delivery failed)").
+_BOUNCE_SUBJECT_WORDS = (
     r"mail delivery failed|mail delivery failure|delivery failure|delivery failed|"
     r"(?:mail )?delivery status notification|delivery notification|"
     r"undeliver(?:able|ed)\b|undelivered mail|returned mail|"
@@ -79,9 +85,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"kan ikke leveres|ikke levert|nie można dostarczyć|não é possível entregar|"
     r"ваше сообщение не доставлено|не доставлено|配信不能|メールエラー通知|"
     r"undeliverable message"
-    r")",
-    re.IGNORECASE,
 )
+_BOUNCE_SUBJECT = re.compile(
+    rf"^(?:\[[^\]]{{1,40}}\]\s*)?(?:{_BOUNCE_SUBJECT_WORDS})", re.IGNORECASE)
+_BOUNCE_SUBJECT_ANYWHERE = re.compile(_BOUNCE_SUBJECT_WORDS, re.IGNORECASE)
+_FORWARD_SUBJECT = re.compile(r"^\s*(?:fwd?|wg|tr|rv|doorst|vs)\s*:", re.IGNORECASE)
 # Opening wording of the common non-standard bounces (qmail, Exim, Postfix, Sendmail, Exchange,
 # Gmail, Yahoo, Notes, ...), looked for in the unquoted start of the body.
 _BOUNCE_BODY = re.compile(
@@ -108,21 +116,11 @@ _BOUNCE_BODY = re.compile(
     r"a message that you sent could not be delivered|"
     r"delivery to this address has been suspended|"
     r"could not deliver (?:the )?message to the following recipient|"
-    r"could not be delivered to the following recipient|"
+    r"could not be delivered to the following (?:recipient|user|address)|"
     r"-{3,} ?failed recipients ?-{3,}|"
-    r"delivery of email to this address .{0,80}has been postponed",
-    re.IGNORECASE,
-)
-# A non-standard DSN that only warns of a delay (the message is still queued): by definition a
-# delivery report, not a failure, exactly like a DSN with "Action: delayed".
-_DELAY_SUBJECT = re.compile(
-    r"\(delay\)|\bdelayed\b|warning: could not send|warning--could not send|still being retried|"
-    r"delivery warning|not yet been delivered",
-    re.IGNORECASE,
-)
-_DELAY_BODY = re.compile(
-    r"this is a warning (?:message )?only|you do not need to resend your message|"
-    r"has not yet been delivered|message will be retried|will be retried (?:for|until)",
+    r"delivery of email to this address .{0,80}has been postponed|"
+    r"(?:is|'s) not a valid (?:user|recipient|mailbox)\b|"
+    r"votre message n'a pas pu [eê]tre (?:d[eé]livr[eé]|remis|distribu[eé])",
     re.IGNORECASE,
 )
 # Where forwarded or quoted content starts: nothing below it says who wrote *this* message.
@@ -133,19 +131,24 @@ _FORWARD_MARKER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 
-# Auto-reply subject prefixes: Exchange/Outlook in many languages, Gmail, Apple, Zimbra, ...
-# Each must be followed by a colon, a closing "]" or the end of the subject, because customers
-# write subjects like "Automatic renewal ..." or "Out of office hours charge".
+# Auto-reply subject prefixes: Exchange/Outlook in many languages, Gmail, Apple, Zimbra, Lotus
+# Notes ("AUTO:"), ... Each must be followed by a colon, a closing "]" or the end of the
+# subject, because customers write subjects like "Automatic renewal ..." or "Out of office hours
+# charge". Matched on the subject as written and with its accents removed, so that a mailer that
+# drops them ("Arpus biroja automatiska atbilde") is recognised too.
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^\[?(?:"
     r"auto(?:matic)?[ -]?(?:reply|response|answer)|autoreply|autoresponse|auto|"
     r"out of (?:the )?office(?:\s*(?:auto ?reply|reply|notice))?|vacation reply|"
     r"abwesenheitsnotiz|automatische antwort|abwesend|"
-    r"réponse automatique|reponse automatique|absence du bureau|"
-    r"risposta automatica|respuesta automática|respuesta automatica|"
-    r"resposta automática|resposta automatica|automatisch antwoord|"
-    r"autosvar|automatisk svar|automaattinen vastaus|automatyczna odpowied[zź]|"
-    r"automatická odpověď|автоматический ответ|自動応答|自动回复|自動回覆"
+    r"reponse automatique|absence du bureau|risposta automatica|respuesta automatica|"
+    r"resposta automatica|automatisch antwoord|"
+    r"autosvar|automatisk svar|automaattinen vastaus|automatyczna odpowiedz|"
+    r"automaticka odpoved|automatski odgovor|samodejni odgovor|automatikus valasz|"
+    r"raspuns automat|otomatik yan[ıi]t|automaatne vastus|automatinis atsakymas|"
+    r"(?:arpus biroja (?:atrasanas )?)?automatiska atbilde|"
+    r"автоматический ответ|автоматичен отговор|автоматична відповідь|αυτοματη απαντηση|"
+    r"自動応答|自动回复|自動回覆|자동 회신"
     r")\s*(?:[:：\]]|$)",
     re.IGNORECASE,
 )
@@ -155,6 +158,33 @@ _AUTO_REPLY_HEADERS = (
     "x-mail-autoreply", "x-auto-reply", "x-autogenerated", "x-vacation",
     "x-ms-exchange-inbox-rules-loop", "x-ms-exchange-generated-message-source",
     "x-auto-response-suppress", "x-fc-machinegenerated",
+)
+# Challenge-response systems hold mail from unknown senders until the sender proves to be a
+# person (clicks a link, replies to a code): their notices are automated and are never answered.
+# Header fields of the known systems (as listed by SpamAssassin's 20_vbounce.cf), by product.
+# (Barracuda's "**Message you sent blocked by our bulk email filter**", which that list also
+# names, is a real DSN with Action: failed, 5.7.1: a bounce, see sisimai lhost-barracuda-02.)
+_CHALLENGE_HEADERS = {
+    "x-bluebottle-request": "Bluebottle", "x-boxtrapper": "cPanel BoxTrapper",
+    "x-spamarrest-noauth": "Spam Arrest", "x-choicemail-registration-request": "ChoiceMail",
+    "x-askversion": "ASK (Active Spam Killer)", "x-spamazoid-md": "Spamazoid",
+    "spamlion": "SpamLion", "x-exispam": "ExiSpam",
+}
+# Services that send nothing but challenge-response notices (From, Sender or Return-Path).
+_CHALLENGE_DOMAINS = {"boxbe.com": "Boxbe", "spamarrest.com": "Spam Arrest", "0spam.com": "0Spam"}
+_CHALLENGE_SUBJECT = re.compile(
+    r"^(?:re:\s*)?(?:your email requires verification|please verify your e-?mail address|"
+    r"unverified email to )|\[qurb #\d+\]\s*$",
+    re.IGNORECASE,
+)
+# Wording of a challenge. A customer may write these words too, so they count only with a second
+# sign that a machine sent the message (null sender, Auto-Submitted, Precedence, ...).
+_CHALLENGE_BODY = re.compile(
+    r"\b(?:verify|confirm|prove) (?:that )?you are (?:a )?(?:human|real person|not a (?:robot|spammer))|"
+    r"\badded to (?:my|the recipient's|the) (?:allowed|approved|accepted|safe|guest) (?:senders? )?list|"
+    r"\bsender not pre-approved|\bchallenge[- /]response\b|"
+    r"\bthis (?:account|mailbox|e-?mail address) is protected by\b",
+    re.IGNORECASE,
 )
 # Header fields whose presence marks list or bulk mail.
 _LIST_HEADERS = (
@@ -170,7 +200,11 @@ _BULK_HEADERS = (
 def classify(msg: ParsedMessage, *, own_addresses: frozenset[str]) -> Classification:
     """Decide what kind of mail `msg` is; `own_addresses` are our mailboxes (lower-case)."""
     if msg.problem:
-        return Classification(kind=MessageKind.UNPARSEABLE, reasons=(f"problem: {msg.problem}",))
+        # A report whose fields could be read is still a report (a DSN that lost its From line).
+        found = _report(msg) if msg.report_fields else None
+        if found is None:
+            return Classification(kind=MessageKind.UNPARSEABLE, reasons=(f"problem: {msg.problem}",))
+        return Classification(kind=found.kind, reasons=(*found.reasons, f"despite: {msg.problem}"))
     found = _own_mail(msg, own_addresses)
     if found is not None:
         return found
@@ -196,12 +230,13 @@ def _is_daemon_address(address: str | None) -> bool:
     return bool(_DAEMON_LOCAL_PART.match(_local_part(address)))
 
 
-def _null_sender(msg: ParsedMessage) -> Classification | None:
+def _null_sender_signs(msg: ParsedMessage) -> list[str]:
+    """Evidence of the null sender `<>`, used only by DSNs, MDNs and RFC 3834 auto-replies."""
     if msg.return_path == "":
-        return Classification(kind=MessageKind.BOUNCE, reasons=("Return-Path: <>",))
+        return ["Return-Path: <>"]
     if _null_from(msg):
-        return Classification(kind=MessageKind.BOUNCE, reasons=("From: <> (null sender)",))
-    return None
+        return ["From: <> (null sender)"]
+    return []
 
 
 def _null_from(msg: ParsedMessage) -> bool:
@@ -223,6 +258,15 @@ def _daemon_sender(msg: ParsedMessage) -> str | None:
                                           or _DAEMON_NAME.search(value.split("<")[0])):
             return f"From: {value[:80]}"
     return None
+
+
+def _precedence(msg: ParsedMessage) -> str:
+    return _first_token(msg.header("precedence") or msg.header("x-precedence") or "")
+
+
+def _fold(text: str) -> str:
+    """`text` without accents ("Réponse" -> "Reponse"), for mailers that drop or mangle them."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def _own_text(msg: ParsedMessage) -> str:
@@ -263,6 +307,38 @@ def _own_mail(msg: ParsedMessage, own_addresses: frozenset[str]) -> Classificati
     return None
 
 
+def _challenge(msg: ParsedMessage) -> Classification | None:
+    """A challenge-response system asking us to prove we are human: an auto-reply."""
+    found = [f"{_display_name(name)} ({product})" for name, product in _CHALLENGE_HEADERS.items()
+             if msg.header(name) is not None]
+    agent = msg.header("x-delivery-agent") or ""
+    if agent.lower().startswith("tmda") or (msg.message_id or "").endswith("-tmda-confirm>"):
+        found.append("TMDA confirmation request")
+    for address in (msg.from_address, msg.sender_address, msg.return_path):
+        domain = address.rsplit("@", 1)[-1].lower() if address and "@" in address else ""
+        product = next((p for d, p in _CHALLENGE_DOMAINS.items()
+                        if domain == d or domain.endswith("." + d)), None)
+        if product:
+            found.append(f"sent by {product} ({address})")
+            break
+    if any(n == "diagnostic-code" and v.strip().lower().startswith("x-boxbe")
+           for n, v in msg.report_fields):
+        found.append("Diagnostic-Code: X-Boxbe-Notice (Boxbe)")
+    if _CHALLENGE_SUBJECT.search(msg.subject):
+        found.append(f"Subject: {msg.subject[:60]}")
+    if not found:
+        wording = _CHALLENGE_BODY.search(_own_text(msg))
+        support = [*_null_sender_signs(msg), *filter(None, [_auto_submitted(msg)])]
+        if _precedence(msg) in ("bulk", "junk", "auto_reply", "auto-reply"):
+            support.append(f"Precedence: {_precedence(msg)}")
+        support += _header_present(msg, _AUTO_REPLY_HEADERS)
+        if not (wording and support):
+            return None
+        found = [f"body: {wording.group(0)[:60]}", *support]
+    return Classification(kind=MessageKind.AUTO_REPLY,
+                          reasons=("challenge-response system", *found))
+
+
 def _report(msg: ParsedMessage) -> Classification | None:
     """multipart/report (RFC 6522) and report parts found elsewhere in the message."""
     report_type = msg.report_type
@@ -285,21 +361,22 @@ def _report(msg: ParsedMessage) -> Classification | None:
 
 
 def _delivery_status(msg: ParsedMessage, label: str) -> Classification:
-    """A DSN: failed -> BOUNCE; delivered/relayed/expanded/delayed -> DELIVERY_REPORT."""
-    actions = [_first_token(v) for n, v in msg.report_fields if n == "action"]
-    if not actions:
-        # The report part was unreadable (broken boundary, wrong type): read the fields from
-        # the text instead, where a broken DSN ends up.
-        actions = [a.lower() for a in _ACTION_LINE.findall(msg.text[:_BODY_WINDOW * 4])]
+    """A DSN: failed -> BOUNCE; delayed -> BOUNCE too (a soft one: analyse_bounce reports it
+    as not permanent); delivered/relayed/expanded -> DELIVERY_REPORT."""
+    actions = dsn_actions(msg)
     statuses = [_first_token(v) for n, v in msg.report_fields if n == "status"]
     if "failed" in actions:
         return Classification(kind=MessageKind.BOUNCE, reasons=(f"{label}; Action: failed",))
+    if "delayed" in actions:
+        return Classification(kind=MessageKind.BOUNCE, reasons=(
+            f"{label}; Action: delayed", "delay warning only, a soft bounce"))
     if actions:
         return Classification(
             kind=MessageKind.DELIVERY_REPORT, reasons=(f"{label}; Action: {actions[0]}",)
         )
-    if any(s.startswith("5") for s in statuses):
-        return Classification(kind=MessageKind.BOUNCE, reasons=(f"{label}; Status: 5.x.x",))
+    if any(s.startswith(("4", "5")) for s in statuses):
+        worst = "5" if any(s.startswith("5") for s in statuses) else "4"
+        return Classification(kind=MessageKind.BOUNCE, reasons=(f"{label}; Status: {worst}.x.x",))
     if statuses:
         return Classification(
             kind=MessageKind.DELIVERY_REPORT, reasons=(f"{label}; Status: {statuses[0]}",)
@@ -355,17 +432,14 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
         return None
     # Bounce wording alone could be a customer's own words ("Delivery failure" of a router!):
     # require a second, independent sign that a machine sent this.
-    support: list[str] = []
-    if msg.return_path == "":
-        support.append("Return-Path: <>")
-    if _null_from(msg):
-        support.append("From: <> (null sender)")
+    support = _null_sender_signs(msg)
     auto = _auto_submitted(msg)
     if auto:
         support.append(auto)
     if msg.enclosed_headers:
         support.append("encloses the original message")
-    if subject_hit and body_hit:
+    if body_hit and (subject_hit or (_BOUNCE_SUBJECT_ANYWHERE.search(msg.subject)
+                                     and not _FORWARD_SUBJECT.match(msg.subject))):
         support.append("subject and body both report a delivery failure")
     if not support:
         return None
@@ -373,14 +447,10 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
 
 
 def _failure_or_delay(msg: ParsedMessage, reasons: list[str]) -> Classification:
-    """A bounce, unless all it reports is a delay (and no recipient is listed as failed)."""
-    if msg.header("x-failed-recipients") is None:
-        delay = _DELAY_SUBJECT.search(msg.subject) or _DELAY_BODY.search(_own_text(msg))
-        if delay:
-            return Classification(
-                kind=MessageKind.DELIVERY_REPORT,
-                reasons=(*reasons, f"delay warning only: {delay.group(0)[:60]}"),
-            )
+    """A bounce; one that only warns of a delay is still a bounce, a soft one."""
+    delay = delay_warning(msg)
+    if delay:
+        reasons.append(f"delay warning only, a soft bounce: {delay}")
     return Classification(kind=MessageKind.BOUNCE, reasons=tuple(reasons))
 
 
@@ -393,9 +463,12 @@ def _auto_reply(msg: ParsedMessage) -> Classification | None:
         value = msg.header(name)
         if value is not None and value.strip().lower() not in ("no", "false", "0"):
             reasons.append(f"{_display_name(name)}: {value[:60]}".rstrip(": "))
-    precedence = _first_token(msg.header("precedence") or msg.header("x-precedence") or "")
+    precedence = _precedence(msg)
     if precedence in ("auto_reply", "auto-reply", "autoreply"):
         reasons.append(f"Precedence: {precedence}")
+    elif precedence in ("bulk", "junk") and _null_sender_signs(msg):
+        # vacation(1) and its kin answer with a null sender and Precedence: bulk or junk.
+        reasons.append(f"{_null_sender_signs(msg)[0]} with Precedence: {precedence}")
     apple = msg.header("x-apple-action")
     if apple is not None and "vacation" in apple.lower():
         reasons.append(f"X-Apple-Action: {apple[:40]}")
@@ -404,7 +477,7 @@ def _auto_reply(msg: ParsedMessage) -> Classification | None:
         reasons.append(f"X-POST-MessageClass: {post_class[:40]}")
     if any("autoresponder" in v.lower() for v in msg.header_values("delivered-to")):
         reasons.append("Delivered-To: Autoresponder")
-    if _AUTO_REPLY_SUBJECT.search(msg.subject):
+    if _AUTO_REPLY_SUBJECT.search(msg.subject) or _AUTO_REPLY_SUBJECT.search(_fold(msg.subject)):
         reasons.append(f"Subject: {msg.subject[:60]}")
     if not reasons:
         return None
@@ -439,7 +512,13 @@ def _bulk(msg: ParsedMessage) -> Classification | None:
     return Classification(kind=MessageKind.BULK, reasons=tuple(reasons))
 
 
+def _null_sender(msg: ParsedMessage) -> Classification | None:
+    signs = _null_sender_signs(msg)
+    return Classification(kind=MessageKind.BOUNCE, reasons=tuple(signs)) if signs else None
+
+
 _RULES: tuple[Callable[[ParsedMessage], Classification | None], ...] = (
+    _challenge,
     _report,
     _vendor_report,
     _bounce,

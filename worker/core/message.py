@@ -12,11 +12,14 @@ class MessageKind(enum.Enum):
 
     # Written by a person: a new complaint or a follow-up, depending on threading.
     HUMAN = "human"
-    # RFC 3834 auto-replies, out-of-office and vendor auto-responders.
+    # RFC 3834 auto-replies, out-of-office, vendor auto-responders and challenge-response
+    # systems ("prove you are human"): never acknowledged, never answered.
     AUTO_REPLY = "auto-reply"
-    # A delivery failure report (DSN or a non-standard MTA bounce).
+    # A delivery failure report (DSN or a non-standard MTA bounce). A delay warning (Action:
+    # delayed, "still being retried") is one too, a soft one: analyse_bounce says not permanent.
     BOUNCE = "bounce"
-    # A delivery report that is not a failure (delivered, relayed, delayed) or a read receipt.
+    # A delivery report that is not a failure or a delay (delivered, relayed, expanded) or a
+    # read receipt.
     DELIVERY_REPORT = "delivery-report"
     # An ARF abuse/feedback report.
     FEEDBACK_REPORT = "feedback-report"
