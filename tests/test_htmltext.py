@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from worker.core.htmltext import html_to_text
+from worker.core import htmltext
+from worker.core.htmltext import MAX_HTML_CHARS, TIME_LIMIT_MARKER, convert_html, html_to_text
+from worker.core.parse import parse_message
 
 
 @pytest.mark.parametrize(
@@ -101,3 +103,78 @@ def test_hostile_html_completes(html: str) -> None:
 
 def test_deep_nesting_keeps_text() -> None:
     assert html_to_text("<div>" * 50_000 + "deep") == "deep"
+
+
+# ----------------------------------------------------------------------------- bounded work
+
+
+def link_mail(count: int) -> bytes:
+    """An HTML-only mail (like a retailer's newsletter) with `count` links."""
+    links = "".join(f'<p><a href="https://shop.example/item/{i}?utm=mail&amp;n={i}">Item {i}</a></p>\n'
+                    for i in range(count))
+    return (b"From: Shop <news@shop.example>\r\nTo: jo@example.com\r\nSubject: Offers\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            + f"<html><body><p>Dear Jo,</p>{links}</body></html>".encode())
+
+
+def test_two_thousand_link_mail_is_readable_text() -> None:
+    msg = parse_message(link_mail(2_000))
+    assert msg.text_from_html
+    assert msg.text.startswith("Dear Jo,\nItem 0 (https://shop.example/item/0?utm=mail&n=0)\n")
+    assert msg.text.endswith("Item 1999 (https://shop.example/item/1999?utm=mail&n=1999)")
+    assert "HtmlConversionStopped" not in msg.defects
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        pytest.param("<span>" * 100_000 + "deep" + "</span>" * 100_000, "deep", id="nested-spans"),
+        pytest.param("<div><p>" * 20_000 + "inner" + "</p></div>" * 20_000 + "<p>after</p>",
+                     "inner\nafter", id="nested-blocks"),
+        pytest.param('<p title="' + "x" * 1_000_000 + '">one attribute</p>', "one attribute",
+                     id="1mb-attribute"),
+        pytest.param("<p " + " ".join(f'a{i}="{i:020}"' for i in range(40_000)) + ">many attributes</p>",
+                     "many attributes", id="1mb-of-attributes"),
+    ],
+)
+def test_pathological_html_still_gives_its_text(html: str, expected: str) -> None:
+    result = convert_html(html)
+    assert result.complete
+    assert result.text == expected
+
+
+def test_html_beyond_the_size_cap_is_not_read() -> None:
+    html = "<p>first</p>" + " " * MAX_HTML_CHARS + "<p>never read</p>"
+    assert html_to_text(html) == "first"
+
+
+def test_zero_time_limit_stops_at_once_with_the_marker() -> None:
+    result = convert_html("<p>text</p>" * 1_000, time_limit=0)
+    assert not result.complete
+    assert result.text.endswith(TIME_LIMIT_MARKER)
+    assert result.text.count("text") < 1_000
+
+
+def test_time_limit_keeps_what_was_converted_before_it() -> None:
+    # A clock that jumps an hour after its 20th reading: the deadline passes mid-document.
+    readings = iter(range(10**6))
+
+    def clock() -> float:
+        return 0.0 if next(readings) < 20 else 3600.0
+
+    html = "".join(f"<p>line {i}</p>" for i in range(10_000))
+    result = convert_html(html, time_limit=5.0, clock=clock)
+    assert not result.complete
+    lines = result.text.splitlines()
+    assert lines[0] == "line 0"
+    assert "line 9999" not in result.text
+    assert lines[-1] == TIME_LIMIT_MARKER
+    # The clock is read every few hundred parser events, not on every one.
+    assert 1_000 < len(lines) < 10_000
+
+
+def test_parse_records_a_stopped_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(htmltext, "DEFAULT_TIME_LIMIT", 0.0)
+    msg = parse_message(link_mail(10))
+    assert "HtmlConversionStopped" in msg.defects
+    assert msg.text.endswith(TIME_LIMIT_MARKER)

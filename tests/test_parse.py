@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from worker.core.attachments import extract_attachments, select_attachments
 from worker.core.message import ParsedMessage
 from worker.core.parse import MAX_TEXT_CHARS, decode_words, parse_message
 
@@ -50,6 +51,69 @@ def test_body_charsets(charset: str, text: str, codec: str) -> None:
     msg = parse_message(raw)
     assert msg.problem is None
     assert msg.text == text
+
+
+# Each label as mailers write it, and text only that charset encodes this way.
+LEGACY_CHARSETS = [
+    ("windows-1250", "Reklamacja: zażółć gęślą jaźń"),
+    ("windows-1251", "Жалоба на счёт"),
+    ("windows-1252", "Bill €42 – “wrong”"),
+    ("windows-1253", "Καλημέρα, λογαριασμός"),
+    ("windows-1254", "İstanbul şikâyet"),
+    ("windows-1255", "שלום, חשבון"),
+    ("windows-1256", "مرحبا، فاتورة"),
+    ("windows-1257", "Sąskaita: ąčęėįšųūž"),
+    ("windows-1258", "Đơn giá sai"),
+    ("big5", "投訴網絡中斷"),
+    ("euc-kr", "요금 문의"),
+    ("euc-jp", "請求書が間違っています"),
+    ("koi8-r", "Жалоба на счёт"),
+    ("koi8-u", "Скарга: ґанок"),
+    ("iso-8859-2", "Zażółć gęślą"),
+    ("iso-8859-3", "Ħamrun"),
+    ("iso-8859-4", "Ąčęėįšųūž"),
+    ("iso-8859-5", "Жалоба"),
+    ("iso-8859-6", "مرحبا"),
+    ("iso-8859-7", "Καλημέρα"),
+    ("iso-8859-8", "שלום"),
+    ("iso-8859-9", "şikâyet"),
+    ("iso-8859-10", "Ŋŧ"),
+    ("iso-8859-11", "สวัสดี"),
+    ("iso-8859-13", "Ąčęėį"),
+    ("iso-8859-14", "Ŵŷ Ẁẁ"),
+    ("iso-8859-15", "Facture € œ"),
+    ("iso-8859-16", "Șțară €"),
+    ("tis-620", "สวัสดี"),
+    ("cp866", "Жалоба"),
+]
+
+
+@pytest.mark.parametrize(("charset", "text"), LEGACY_CHARSETS, ids=[c for c, _ in LEGACY_CHARSETS])
+def test_legacy_charsets(charset: str, text: str) -> None:
+    msg = parse_message(plain(text.encode(charset), content_type=f"text/plain; charset={charset}".encode()))
+    assert msg.text == text
+    assert "UnknownCharset" not in msg.defects
+
+
+@pytest.mark.parametrize(
+    ("label", "defect"),
+    [
+        pytest.param("unknown-8bit", False, id="unknown-8bit-is-no-claim"),
+        pytest.param("x-unknown", False, id="x-unknown"),
+        pytest.param("bogus-charset-9", True, id="bogus-name"),
+        pytest.param("base64", True, id="codec-that-is-not-a-charset"),
+    ],
+)
+def test_unknown_charset_labels_fall_back(label: str, defect: bool) -> None:
+    for text, codec in (("Grüße £10", "utf-8"), ("Grüße £10", "cp1252")):
+        msg = parse_message(plain(text.encode(codec), content_type=f"text/plain; charset={label}".encode()))
+        assert msg.text == text
+        assert ("UnknownCharset" in msg.defects) is defect
+
+
+def test_no_charset_and_eight_bit_bytes_without_mime_headers() -> None:
+    raw = b"From: jo@example.com\r\nSubject: s\r\n\r\nCaf\xe9 \xa310\r\n"
+    assert parse_message(raw).text.strip() == "Café £10"
 
 
 @pytest.mark.parametrize(
@@ -115,6 +179,59 @@ def test_raw_8bit_inside_encoded_word() -> None:
     assert msg.subject == "Die Hasen und die Frösche"
 
 
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        # RFC 2047 section 6.2: white space between adjacent encoded words is not displayed,
+        # whatever their charsets.
+        pytest.param(b"=?Windows-1252?Q?Hans_B=C4KO?= =?iso-8859-15?q?Sch=F6nland?= <me@example.com>",
+                     "Hans BÄKOSchönland", id="adjacent-words-two-charsets"),
+        pytest.param(b"=?iso-8859-1?Q?B=FCrling,=20Andreas?= <me@example.com>", "Bürling, Andreas",
+                     id="comma-inside-word"),
+        pytest.param(b"=?UTF-8?B?0JjQstCw0L0g0J/QtdGC0YDQvtCy?= <me@example.com>", "Иван Петров",
+                     id="b-encoded"),
+        pytest.param(b"\"=?utf-8?q?Jo_Bl=C3=B6ggs?=\" <me@example.com>", "Jo Blöggs",
+                     id="word-in-quotes"),
+        pytest.param(b"me@example.com (=?iso-8859-1?q?J=F6rg?= Smith)", "Jörg Smith",
+                     id="comment-is-the-name"),
+        pytest.param(b"=?utf-8?q?Jo?= =?utf-8?q?_Bloggs?= <me@example.com>", "Jo Bloggs",
+                     id="space-encoded-in-second-word"),
+    ],
+)
+def test_encoded_display_names(header: bytes, name: str) -> None:
+    msg = parse_message(b"From: " + header + b"\r\nSubject: s\r\n\r\nbody")
+    assert msg.from_address == "me@example.com"
+    assert msg.from_name == name
+
+
+def test_encoded_subject_across_folded_lines() -> None:
+    msg = parse_message(
+        b"From: a@example.com\r\n"
+        b"Subject: =?utf-8?B?QVc6IE9UUlMgLyBBbmZyYWdlIE9UUlMgRWluZsO8aHJ1bmcvUHLDpHNlbnRh?=\r\n"
+        b" =?utf-8?Q?tion_[Ticket#11545]?=\r\n\r\nbody")
+    assert msg.subject == "AW: OTRS / Anfrage OTRS Einführung/Präsentation [Ticket#11545]"
+
+
+def test_raw_8bit_header_in_the_charset_the_message_declares() -> None:
+    # Chinese mailers write raw GB2312 headers; the body says gb2312 (and here it is the
+    # enclosed original that does, as in a spam filter's report).
+    inner = ("Subject: 投诉\r\nContent-Type: text/plain; charset=gb2312\r\n\r\n网络\r\n").encode("gb2312")
+    raw = ("From: \"武兰成\" <wu@example.com>\r\nSubject: 转发：投诉\r\n").encode("gb2312") + (
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nSpam report\r\n"
+        b"--B\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"--B--\r\n")
+    msg = parse_message(raw)
+    assert msg.subject == "转发：投诉"
+    assert msg.from_name == "武兰成"
+    assert [a.filename for a in msg.attachments] == ["投诉.eml"]
+
+
+def test_raw_utf8_header_stays_utf8_whatever_the_body_charset() -> None:
+    raw = plain("x".encode("gb2312"), content_type=b"text/plain; charset=gb2312")
+    msg = parse_message(raw.replace(b"Subject: test", "Subject: Rückruf – 投诉".encode()))
+    assert msg.subject == "Rückruf – 投诉"
+
+
 def test_raw_utf8_header() -> None:
     msg = parse_message(plain(b"x").replace(b"Subject: test", "Subject: Rückruf".encode()))
     assert msg.subject == "Rückruf"
@@ -167,6 +284,87 @@ def test_attachments_with_rfc2231_and_rfc2047_names() -> None:
         ("été.txt", "application/octet-stream", 3),  # the CRLF before a boundary is not content
         ("evil.txt", "text/plain", 3),  # path components are never kept
     ]
+
+
+def test_rfc2231_filenames_with_language_and_continuations() -> None:
+    raw = (
+        b"From: jo@example.com\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+        b" filename*0*=iso-8859-1'de'Gr%FC;\r\n filename*1*=%DFe%20an;\r\n filename*2=\" Sie.pdf\"\r\n"
+        b"\r\nx\r\n"
+        b"--XX\r\nContent-Type: image/png; name*=utf-8'en'%E2%82%AC%20bill.png\r\n\r\nx\r\n"
+        b"--XX\r\nContent-Type: text/plain;\r\n name=\"=?iso-8859-1?Q?R=E9sum=E9?= =?utf-8?B?LnR4dA==?=\"\r\n"
+        b"Content-Disposition: attachment\r\n\r\nx\r\n"
+        b"--XX\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename=\"Rechnung M\xe4rz.pdf\"\r\n\r\nx\r\n"
+        b"--XX--\r\n"
+    )
+    expected = ["Grüße an Sie.pdf", "€ bill.png", "Résumé.txt", "Rechnung März.pdf"]
+    assert [a.filename for a in parse_message(raw).attachments] == expected
+    # Staff receive the files under the same names.
+    assert [f.filename for f in extract_attachments(raw)] == expected
+
+
+UNNAMED = (
+    b"From: jo@example.com\r\nContent-Type: multipart/mixed; boundary=M\r\n\r\n"
+    b"--M\r\nContent-Type: multipart/related; boundary=R\r\n\r\n"
+    b"--R\r\nContent-Type: text/html\r\n\r\n<p>See <img src=cid:image001.png@01D></p>\r\n"
+    b"--R\r\nContent-Type: image/png\r\nContent-ID: <image001.png@01D>\r\n\r\nPNG\r\n"
+    b"--R\r\nContent-Type: image/gif\r\nContent-ID: <part1.abc@example>\r\n\r\nGIF\r\n"
+    b"--R\r\nContent-Type: text/html\r\n\r\n<p>a resource, not body text</p>\r\n"
+    b"--R--\r\n"
+    b"--M\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@example.com\r\nSubject: Your bill/June\r\n\r\nhi\r\n"
+    b"--M\r\nContent-Type: message/rfc822\r\nContent-Description: Undelivered Message\r\n\r\n"
+    b"From: x@example.com\r\n\r\nno subject\r\n"
+    b"--M\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n"
+    b"--M\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+    b"--M--\r\n"
+)
+
+
+def test_unnamed_attachments_get_names_that_say_what_they_are() -> None:
+    msg = parse_message(UNNAMED)
+    assert msg.text == "See"
+    assert [(a.filename, a.content_type) for a in msg.attachments] == [
+        ("image001.png", "image/png"),  # its Content-ID is a file name
+        ("image.gif", "image/gif"),
+        ("document.html", "text/html"),  # a related resource is not body text
+        ("Your bill-June.eml", "message/rfc822"),  # the enclosed subject, no path separator
+        ("Undelivered Message.eml", "message/rfc822"),
+        ("delivery-status.txt", "message/delivery-status"),
+        ("file", "application/pgp-encrypted"),
+    ]
+    files = extract_attachments(UNNAMED)
+    assert [f.filename for f in files] == [a.filename for a in msg.attachments]
+    assert files[3].data.startswith(b"From: x@example.com\n") and b"Subject: Your bill/June" in files[3].data
+    assert files[5].data.startswith(b"Reporting-MTA: dns; mx.example")
+
+
+def test_related_start_parameter_names_the_body() -> None:
+    raw = (
+        b"From: jo@example.com\r\nContent-Type: multipart/related; boundary=R; start=\"<body@x>\"\r\n\r\n"
+        b"--R\r\nContent-Type: text/plain\r\nContent-ID: <notes@x>\r\n\r\nresource text\r\n"
+        b"--R\r\nContent-Type: text/plain\r\nContent-ID: <body@x>\r\n\r\nthe body\r\n"
+        b"--R--\r\n")
+    msg = parse_message(raw)
+    assert msg.text == "the body"
+    assert [a.content_type for a in msg.attachments] == ["text/plain"]
+
+
+def test_attachments_over_the_limit_are_named_not_dropped_silently() -> None:
+    def part(name: str, size: int) -> bytes:
+        return (b"--XX\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+                b"filename=" + name.encode() + b"\r\n\r\n" + b"x" * size + b"\r\n")
+
+    raw = (b"From: jo@example.com\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+           + part("small.txt", 1_000) + part("video.mov", 3 * 1024 * 1024) + part("bill.pdf", 2_000)
+           + b"--XX--\r\n")
+    selection = select_attachments(raw, limit=1024 * 1024)
+    assert [f.filename for f in selection.files] == ["small.txt", "bill.pdf"]
+    assert selection.left_out == (("video.mov", 3 * 1024 * 1024),)
+    assert selection.warning() == ("Not attached here, as the attachments would be over 1.0 MB in all: "
+                                   "video.mov (3.0 MB). The stored message keeps them.")
+    assert select_attachments(raw).warning() is None
 
 
 # ----------------------------------------------------------------------------- body selection
@@ -357,6 +555,13 @@ def test_recipient_lists() -> None:
     assert msg.to == ("jo@example.com", "b@example.com", "c@example.com")
     assert msg.cc == ("d@example.com", "e@example.com")
     assert msg.reply_to == ("reply@example.com",)
+
+
+def test_a_word_with_no_domain_is_no_recipient() -> None:
+    # "To: Recipients" (a spammer's placeholder) names nobody; "From: MAILER-DAEMON" does.
+    msg = parse_message(b"From: MAILER-DAEMON\r\nTo: Recipients\r\nCc: Team <team>\r\n\r\nx")
+    assert msg.from_address == "mailer-daemon"
+    assert msg.to == () and msg.cc == ()
 
 
 # ----------------------------------------------------------------------------- other headers
@@ -586,3 +791,13 @@ def test_accepts_bytes_like_input() -> None:
     raw = b"From: a@example.com\r\n\r\nx"
     assert parse_message(bytearray(raw)).from_address == "a@example.com"  # type: ignore[arg-type]
     assert parse_message(memoryview(raw)).from_address == "a@example.com"  # type: ignore[arg-type]
+
+
+def test_bare_cr_line_ends_decode_quoted_printable_soft_breaks() -> None:
+    """Old Mac mail ends lines with CR alone; a soft break must still join the two halves."""
+    raw = (b"From: a@example.org\rTo: b@example.org\rSubject: x\rMIME-Version: 1.0\r"
+           b"Content-Type: text/plain; charset=us-ascii\rContent-Transfer-Encoding: quoted-printable\r"
+           b"\rThe mailbox is full and the mess=\rage was returned.\rSecond line.\r")
+    msg = parse_message(raw)
+    assert "the message was returned." in msg.text
+    assert "Second line." in msg.text

@@ -13,8 +13,14 @@ every header value exactly as received. Decoding is then done here, deliberately
 * Body bytes are decoded with the declared charset mapped to the superset real mailers mean
   (ks_c_5601-1987 -> cp949, gb2312 -> gb18030, iso-8859-1 -> cp1252, ...), then UTF-8, then
   cp1252/latin-1, so any byte string decodes to some text.
+* Raw 8-bit header text (against RFC 5322) is UTF-8 if it decodes as such, else in a charset
+  the message declares (a multi-byte one such as GB2312 first), else cp1252.
 * The body text is every inline text part in document order; inside a multipart/alternative
-  the text/plain representation wins, and HTML is only converted where there is no plain text.
+  the text/plain representation wins, and HTML is only converted (time-limited) where there is
+  no plain text. Parts of a multipart/related other than its root are resources, not body.
+* Every other part is an attachment with a name: its own (RFC 2231/2047 decoded), else one that
+  says what it is ("Your bill.eml", "delivery-status.txt", "image.gif"). A winmail.dat (TNEF)
+  stands for the files inside it. `attachment_files` gives the same files with their bytes.
 
 Work is bounded: MIME parameters are split by our own linear splitter (the stdlib one is
 quadratic), the structured address parser only sees short fields, and every extracted piece
@@ -26,6 +32,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import functools
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -33,9 +40,12 @@ from email import policy
 from email import utils as email_utils
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
+from typing import NamedTuple
 
-from worker.core.htmltext import html_to_text
+from worker.core.htmltext import convert_html
 from worker.core.message import Attachment, ParsedMessage
+from worker.core.tnef import MIME_TYPES, guess_type, is_tnef
+from worker.core.tnef import unpack as unpack_tnef
 
 # Work bounds: real complaints are far below all of these; hostile mail is cut off cheaply.
 MAX_TEXT_BYTES = 1_000_000  # per text part, before decoding
@@ -47,6 +57,7 @@ MAX_IDS = 200  # Message-IDs kept from one References/In-Reply-To field
 MAX_ADDRESSES = 500  # per address field
 MAX_DEFECTS = 32
 MAX_REPORT_FIELDS = 500
+MAX_FILENAME_CHARS = 200
 # The structured (policy.default) address parser is quadratic on some malformed input, so only
 # short fields go through it; longer ones (big To/Cc lists) use the linear classic parser.
 _MAX_STRUCTURED_ADDRESS_CHARS = 2_048
@@ -63,6 +74,18 @@ _REPORT_PART_TYPES = frozenset({
 _ENCLOSED_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _ENCLOSED_HEADER_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers",
                                     "message/global-headers"})
+# Outlook's winmail.dat: unpacked into the files it carries.
+_TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+# Names for attachments that have none, by top-level media type ("image" + ".gif").
+_GENERIC_STEMS = {"image": "image", "audio": "audio", "video": "video", "text": "document"}
+
+
+class AttachedFile(NamedTuple):
+    """One attachment as staff receive it: named, decoded, winmail.dat already unpacked."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 # Charsets that are labelled one way but, in real mail, mean a superset codec.
 _CODEC_SUPERSETS = {
@@ -96,6 +119,8 @@ _CHARSET_ALIASES = {
     "x-mac-roman": "mac-roman",
     "x-mac-cyrillic": "mac-cyrillic",
 }
+# Labels that declare no particular charset (RFC 1428's unknown-8bit): decoded as if absent.
+_UNDECLARED_CHARSETS = frozenset({"us-ascii", "ascii", "unknown-8bit", "x-unknown", "unknown"})
 # Codecs that are not character sets (or that carry risk) even though Python can "decode" them.
 _NOT_CHARSETS = frozenset({
     "ascii",  # treated as "unknown": 8-bit bytes in "us-ascii" mail are usually UTF-8
@@ -164,11 +189,14 @@ class _BoundedMessage(Message):
     """
 
     def _get_params_preserve(self, failobj: object, header: str) -> object:
-        value = self.get(header)
+        # The raw value: `get` would wrap raw 8-bit text (a filename="März.pdf") in a Header
+        # whose str() has already replaced those bytes with U+FFFD.
+        wanted = header.lower()
+        value = next((v for k, v in self.raw_items() if k.lower() == wanted), None)
         if value is None:
             return failobj
         params: list[tuple[str, str]] = []
-        for item in _split_params(str(value)[:_MAX_PARAM_CHARS]):
+        for item in _split_params(value[:_MAX_PARAM_CHARS]):
             name, sep, val = item.partition("=")
             if sep:
                 params.append((name.strip().lower(), val.strip()))
@@ -275,8 +303,9 @@ def _clean(text: str) -> str:
 # --------------------------------------------------------------------------- header text
 
 
-def _raw_to_text(value: str) -> str:
-    """compat32 keeps 8-bit header bytes as surrogate escapes: decode them as UTF-8 or cp1252."""
+def _raw_to_text(value: str, hint: str | None = None) -> str:
+    """compat32 keeps 8-bit header bytes as surrogate escapes: decode them as UTF-8, else in
+    the message's own charset (`hint`, see `_header_charset`), else as legacy single-byte text."""
     if len(value) > MAX_HEADER_CHARS:
         value = value[:MAX_HEADER_CHARS]
     if value.isascii() or not _LONE_SURROGATE.search(value):
@@ -285,7 +314,10 @@ def _raw_to_text(value: str) -> str:
         raw = value.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return _clean(value)
-    return decode_bytes(raw, None)
+    text = _try_decode(raw, "utf-8", False)
+    if text is None and hint is not None:
+        text = _try_decode(raw, hint, False)
+    return text if text is not None else decode_bytes(raw, None)
 
 
 def _unfold(value: str) -> str:
@@ -367,19 +399,73 @@ def decode_words(text: str) -> str:
     return "".join(out)
 
 
-def _header_text(raw: str) -> str:
+def _header_text(raw: str, hint: str | None = None) -> str:
     """A header value as one decoded line."""
-    return _single_line(decode_words(_unfold(_raw_to_text(raw))))
+    return _single_line(decode_words(_unfold(_raw_to_text(raw, hint))))
+
+
+# A hint needs only the first few declared charsets.
+_MAX_HINT_PARTS = 100
+# Codecs whose byte sequences are too constrained to match text in another charset by chance.
+_MULTIBYTE_CODECS = frozenset({"cp949", "gb18030", "big5hkscs", "cp932", "euc_jp", "euc_kr",
+                               "euc_jis_2004", "shift_jis_2004", "johab", "big5"})
+
+
+def _header_charset(msg: Message) -> str | None:
+    """The codec to try for raw 8-bit header text that is not UTF-8.
+
+    Mailers that put raw 8-bit text in headers (against RFC 5322) use the charset they label
+    their text with. Of the charsets the message declares, a multi-byte legacy one wins (raw
+    bytes that decode strictly in it are almost surely in it), else the first legacy one.
+    """
+    single: str | None = None
+    for codec in _declared_codecs(msg):
+        if codec.startswith(("utf", "iso2022")):
+            continue
+        if codec in _MULTIBYTE_CODECS:
+            return codec
+        single = single or codec
+    return single
+
+
+def _declared_codecs(msg: Message) -> Iterator[str]:
+    """Codecs of the charsets declared by the parts of `msg`, then by those of the first
+    message it encloses (a report or forward often copies that message's raw headers)."""
+    inner: Message | None = None
+    for part, _, _ in itertools.islice(_walk(msg, []), _MAX_HINT_PARTS):
+        codec = _codec_for(_charset(part))
+        if codec is not None:
+            yield codec
+        payload = part.get_payload()
+        if inner is None and part.get_content_type() in _ENCLOSED_MESSAGE_TYPES \
+                and isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            inner = payload[0]
+    if inner is not None:
+        for part, _, _ in itertools.islice(_walk(inner, []), _MAX_HINT_PARTS):
+            codec = _codec_for(_charset(part))
+            if codec is not None:
+                yield codec
 
 
 # --------------------------------------------------------------------------- addresses
 
 
-def _parse_addresses(raw: str, defects: list[str]) -> list[tuple[str, str]]:
-    """(display name, lower-cased addr-spec) pairs from one raw address header value."""
-    value = _unfold(_raw_to_text(raw)).replace("\r", " ").replace("\n", " ")
+def _parse_addresses(raw: str, defects: list[str], hint: str | None = None, *,
+                     sender: bool = False) -> list[tuple[str, str]]:
+    """(display name, lower-cased addr-spec) pairs from one raw address header value.
+
+    Display names are decoded by `decode_words` from the raw phrase (so adjacent encoded words
+    join as RFC 2047 says), and an old-style `addr (Name)` comment serves as the name. A lone
+    word with no domain counts as an address only in a `sender` field (`From: MAILER-DAEMON`).
+    """
+    value = _unfold(_raw_to_text(raw, hint)).replace("\r", " ").replace("\n", " ")
     if not value.strip():
         return []
+    try:
+        # The classic parser keeps names undecoded and takes a trailing comment as the name.
+        classic = email_utils.getaddresses([value])
+    except Exception:
+        classic = []
     found: list[tuple[str, str]] = []
     structured_ok = False
     if len(value) <= _MAX_STRUCTURED_ADDRESS_CHARS:
@@ -399,38 +485,42 @@ def _parse_addresses(raw: str, defects: list[str]) -> list[tuple[str, str]]:
         "@" not in value or all("@" in spec for _, spec in found)
     )
     if structured_ok and found and believable:
-        return [(_single_line(decode_words(name)), spec.lower()) for name, spec in found]
+        names = [name for name, _ in found]
+        if [spec.strip().lower() for _, spec in classic] == [spec.lower() for _, spec in found]:
+            # Both parsers see the same mailboxes (the classic one splits a comma inside an
+            # encoded word): take its raw names, for our decoding and for `addr (Name)`.
+            names = [raw or name for (raw, _), name in zip(classic, names, strict=True)]
+        return [(_single_line(decode_words(name)), spec.lower())
+                for name, (_, spec) in zip(names, found, strict=True) if sender or "@" in spec]
 
     # The structured parser failed, found nothing or decoded something it should not have:
     # fall back to the non-decoding classic parser, then to anything shaped like an address.
     fallback: list[tuple[str, str]] = []
     bare: list[tuple[str, str]] = []
-    try:
-        for name, spec in email_utils.getaddresses([value]):
-            spec = spec.strip()
-            if not spec or any(c.isspace() for c in spec) or spec.lower() not in lowered:
-                continue
-            entry = (_single_line(decode_words(name)), spec.lower())
-            (fallback if "@" in spec else bare).append(entry)
-    except Exception:
-        fallback = []
+    for name, spec in classic:
+        spec = spec.strip()
+        if not spec or any(c.isspace() for c in spec) or spec.lower() not in lowered:
+            continue
+        entry = (_single_line(decode_words(name)), spec.lower())
+        (fallback if "@" in spec else bare).append(entry)
     if fallback:
         return fallback
     found_like = [("", m.group(0).lower()) for m in _ADDR_LIKE.finditer(value[:MAX_HEADER_CHARS])]
     if found_like:
         return found_like
     # Last resort: a lone word such as "MAILER-DAEMON" still identifies the sender, but
-    # "John Smith" (two words, no address) identifies nobody.
-    if len(bare) == 1 and not any(c.isspace() for c in value.strip()):
+    # "John Smith" (two words, no address) identifies nobody, and `To: Recipients` nobody either.
+    if sender and len(bare) == 1 and not any(c.isspace() for c in value.strip()):
         return bare
     return []
 
 
-def _addresses(values: Iterable[str], defects: list[str]) -> list[tuple[str, str]]:
+def _addresses(values: Iterable[str], defects: list[str], hint: str | None = None, *,
+               sender: bool = False) -> list[tuple[str, str]]:
     seen: set[str] = set()
     result: list[tuple[str, str]] = []
     for raw in values:
-        for name, spec in _parse_addresses(raw, defects):
+        for name, spec in _parse_addresses(raw, defects, hint, sender=sender):
             if spec not in seen and len(result) < MAX_ADDRESSES:
                 seen.add(spec)
                 result.append((name, spec))
@@ -489,43 +579,86 @@ def _parse_date(raw: str | None) -> datetime | None:
 # --------------------------------------------------------------------------- MIME walking
 
 
-def _walk(root: Message, defects: list[str]) -> Iterator[tuple[Message, int]]:
+def _walk(root: Message, defects: list[str]) -> Iterator[tuple[Message, int, bool]]:
     """Parts in document order, each with the number of its nearest multipart/alternative
-    ancestor (0 when there is none): alternatives are one body in several representations.
+    ancestor (0 when there is none: alternatives are one body in several representations) and
+    whether it is a resource of a multipart/related (any part but the root, RFC 2387: an
+    image or page the body refers to, never shown as body text itself).
 
     Iterative so that deep nesting cannot exhaust the stack; enclosed messages (message/rfc822)
     are not entered: they are attachments, not part of this message's own body.
     """
-    stack: list[tuple[Message, int]] = [(root, 0)]
+    stack: list[tuple[Message, int, bool]] = [(root, 0, False)]
     count = 0
     groups = 0
     while stack:
-        part, group = stack.pop()
+        part, group, resource = stack.pop()
         count += 1
         if count > MAX_PARTS:
             defects.append("TooManyParts")
             return
-        yield part, group
+        yield part, group, resource
         if part.get_content_maintype() != "multipart":
             continue
-        children = part.get_payload()
-        if isinstance(children, list):
-            if part.get_content_subtype() == "alternative":
-                groups += 1
-                group = groups
-            stack.extend((c, group) for c in reversed(children) if isinstance(c, Message))
+        payload = part.get_payload()
+        children = [c for c in payload if isinstance(c, Message)] if isinstance(payload, list) else []
+        subtype = part.get_content_subtype()
+        if subtype == "alternative":
+            groups += 1
+            group = groups
+        shown = _related_root(part, children) if subtype == "related" else None
+        stack.extend((c, group, resource or (shown is not None and c is not shown))
+                     for c in reversed(children))
 
 
-def _filename(part: Message) -> str:
+def _related_root(part: Message, children: list[Message]) -> Message | None:
+    """The root of a multipart/related: the child named by `start`, else the first."""
+    try:
+        start = part.get_param("start")
+    except Exception:
+        start = None
+    if isinstance(start, str) and start.strip():
+        wanted = start.strip().strip("<>")
+        for child in children:
+            if str(child.get("content-id", "")).strip().strip("<>") == wanted:
+                return child
+    return children[0] if children else None
+
+
+def _filename(part: Message, hint: str | None = None) -> str:
+    """The declared filename (RFC 2231 parameters, RFC 2047 words and raw 8-bit all decoded)."""
     try:
         name = part.get_filename()
     except Exception:
         name = None
-    if not name:
-        return ""
-    name = _header_text(name)
+    return _safe_filename(_header_text(name, hint)) if name else ""
+
+
+def _safe_filename(name: str) -> str:
     # A listing never needs a path, and a path in a filename is only ever trouble.
-    return name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return _single_line(name).replace("\\", "/").rsplit("/", 1)[-1].strip()[:MAX_FILENAME_CHARS]
+
+
+def _fallback_name(part: Message, ctype: str) -> str:
+    """A name for an attachment that has none, saying what it is (staff see it in listings).
+
+    An enclosed message is named by its subject, else (like a report) by the Content-Description
+    its MTA wrote ("Undelivered Message"), else by its type; an inline image by its Content-ID
+    or Content-Location when that looks like a filename; anything else generically.
+    """
+    if ctype in _ENCLOSED_MESSAGE_TYPES:
+        subject = next((v for n, v in _enclosed_headers(part) if n == "subject"), "")
+        return _label(part, subject, "message") + ".eml"
+    if ctype in _REPORT_PART_TYPES or ctype in _ENCLOSED_HEADER_TYPES:
+        return _label(part, "", ctype.partition("/")[2]) + ".txt"
+    content_id = str(part.get("content-id", "")).strip().strip("<>").split("@", 1)[0]
+    for value in (content_id, str(part.get("content-location", ""))):
+        candidate = _safe_filename(value)
+        if candidate and guess_type(candidate):
+            return candidate
+    extension = MIME_TYPES.guess_extension(ctype, strict=False)
+    stem = _GENERIC_STEMS.get(ctype.partition("/")[0], "file")
+    return stem + ("" if extension in (None, ".bin") else extension)
 
 
 def _payload_bytes(part: Message) -> bytes:
@@ -541,13 +674,44 @@ def _payload_bytes(part: Message) -> bytes:
     return b""
 
 
-def _part_size(part: Message) -> int:
-    if part.is_multipart():
-        try:
-            return len(part.as_bytes())
-        except Exception:
-            return 0
-    return len(_payload_bytes(part))
+def _label(part: Message, first: str, default: str) -> str:
+    """`first`, else the part's Content-Description, else `default`, as a safe file name stem."""
+    for text in (first, _header_text(str(part.get("content-description", "")))):
+        name = _safe_filename(text.replace("/", "-").replace("\\", "-"))
+        if name:
+            return name
+    return default
+
+
+def _part_data(part: Message) -> bytes:
+    """The decoded content of an attachment part."""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return _payload_bytes(part)
+    # A message/* part that compat32 parsed into messages (the enclosed message, or the field
+    # groups of a report): serialised again.
+    try:
+        return b"".join(inner.as_bytes() for inner in payload if isinstance(inner, Message))
+    except Exception:
+        return b""
+
+
+def _part_files(part: Message, ctype: str, name: str, defects: list[str]) -> Iterator[AttachedFile]:
+    """The file(s) one attachment part stands for: itself, or the files its winmail.dat holds.
+
+    A winmail.dat that holds no files (only Outlook's rich-text body) stands for nothing. A
+    damaged one is kept as it is, after whatever files could be read from it.
+    """
+    data = _part_data(part)
+    if ctype not in _TNEF_TYPES and not (name.lower() == "winmail.dat" and is_tnef(data)):
+        yield AttachedFile(name, ctype, data)
+        return
+    contents = unpack_tnef(data)
+    if contents.problem is not None:
+        defects.append("TnefDamaged")
+        yield AttachedFile(name, ctype, data)
+    for inner in contents.files:
+        yield AttachedFile(_safe_filename(inner.name) or "attachment", inner.content_type, inner.data)
 
 
 def _charset(part: Message) -> str | None:
@@ -565,7 +729,7 @@ def _part_text(part: Message, defects: list[str]) -> str:
         data = data[:MAX_TEXT_BYTES]
         defects.append("TextTruncated")
     charset = _charset(part)
-    if charset and _codec_for(charset) is None and charset.lower() not in ("us-ascii", "ascii"):
+    if charset and _codec_for(charset) is None and charset.lower() not in _UNDECLARED_CHARSETS:
         defects.append("UnknownCharset")
     text = decode_bytes(data, charset, truncated=truncated)
     return _clean(text.replace("\r\n", "\n").replace("\r", "\n")).lstrip("\ufeff")
@@ -612,7 +776,8 @@ def _enclosed_headers(part: Message) -> list[tuple[str, str]]:
         inner = next((p for p in payload if isinstance(p, Message)), None)
         if inner is None:
             return []
-        return [(n.lower(), _header_text(v)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
+        hint = _header_charset(inner)
+        return [(n.lower(), _header_text(v, hint)) for n, v in list(inner.raw_items())[:MAX_HEADERS]]
     data = _payload_bytes(part)[:MAX_TEXT_BYTES]
     try:
         inner = _header_parser().parsebytes(data)
@@ -703,26 +868,75 @@ def _salvage(data: bytes, problem: str) -> ParsedMessage:
         return ParsedMessage(message_id=None, problem=problem)
 
 
-def _parse(data: bytes) -> ParsedMessage:
-    data = _LEADING_BLANK_LINES.sub(b"", data, count=1)
-    if not data.strip():
-        return ParsedMessage(message_id=None, problem="empty message")
-    defects: list[str] = []
+def _mime(data: bytes, defects: list[str]) -> Message:
+    """The MIME tree of a (non-empty) message, header block repaired where clearly needed."""
     try:
         msg = _parser().parsebytes(data)
     except RecursionError:
         # MIME nested deeper than the parser's recursion allows: the headers still count.
         defects.append("NestingTooDeep")
         msg = _header_parser().parsebytes(data)
-
     if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects):
         repaired = _repair_header_block(data)
         if repaired is not None:
             defects.append("RepairedHeaderBlock")
             msg = _parser().parsebytes(repaired)
+    return msg
 
+
+def _leaf_parts(msg: Message, defects: list[str], hint: str | None
+                ) -> Iterator[tuple[Message, str, int, str | None]]:
+    """Every leaf part in document order as (part, content type, alternative group, name).
+
+    `name` is None for body text (inline text/plain or text/html) and the attachment's name
+    (declared, else `_fallback_name`) for everything else.
+    """
+    for part, group, resource in _walk(msg, defects):
+        defects.extend(type(d).__name__ for d in getattr(part, "defects", ()))
+        ctype = part.get_content_type()
+        if part.get_content_maintype() == "multipart":
+            if isinstance(part.get_payload(), list):
+                continue
+            # Broken MIME (boundary never found): the body is all we have, read it as text.
+            ctype = "text/plain"
+        filename = _filename(part, hint)
+        attached = resource or bool(filename) or part.get_content_disposition() == "attachment"
+        if ctype in ("text/plain", "text/html") and not attached:
+            yield part, ctype, group, None
+        else:
+            yield part, ctype, group, filename or _fallback_name(part, ctype)
+
+
+def attachment_files(raw: bytes) -> Iterator[AttachedFile]:
+    """Every attachment of `raw`, named, decoded and unpacked exactly as `parse_message` lists
+    them in `ParsedMessage.attachments`. Never raises."""
+    try:
+        data = _LEADING_BLANK_LINES.sub(b"", bytes(raw), count=1)
+        if not data.strip():
+            return
+        defects: list[str] = []
+        msg = _mime(data, defects)
+        hint = _header_charset(msg)
+        for part, ctype, _, name in _leaf_parts(msg, defects, hint):
+            if name is not None:
+                yield from _part_files(part, ctype, name, defects)
+    except Exception:
+        return  # whatever was yielded stands; the stored message itself keeps everything
+
+
+def _parse(data: bytes) -> ParsedMessage:
+    data = _LEADING_BLANK_LINES.sub(b"", data, count=1)
+    # Old Mac mail (bare CR line ends): the stdlib leaves quoted-printable soft breaks "=\r"
+    # undecoded and cuts the text short; read it with LF line ends.
+    if b"\r" in data and b"\n" not in data:
+        data = data.replace(b"\r", b"\n")
+    if not data.strip():
+        return ParsedMessage(message_id=None, problem="empty message")
+    defects: list[str] = []
+    msg = _mime(data, defects)
+    hint = _header_charset(msg)
     raw_headers = list(msg.raw_items())[:MAX_HEADERS]
-    headers = tuple((name.lower(), _header_text(value)) for name, value in raw_headers)
+    headers = tuple((name.lower(), _header_text(value, hint)) for name, value in raw_headers)
 
     def raw_all(name: str) -> list[str]:
         wanted = name.lower()
@@ -732,9 +946,9 @@ def _parse(data: bytes) -> ParsedMessage:
         values = raw_all(name)
         return values[0] if values else None
 
-    from_list = _addresses(raw_all("from"), defects)
-    sender_list = _addresses(raw_all("sender"), defects)
-    reply_to = tuple(spec for _, spec in _addresses(raw_all("reply-to"), defects))
+    from_list = _addresses(raw_all("from"), defects, hint, sender=True)
+    sender_list = _addresses(raw_all("sender"), defects, hint, sender=True)
+    reply_to = tuple(spec for _, spec in _addresses(raw_all("reply-to"), defects, hint))
     return_raw = raw_first("return-path")
     return_path = _return_path(return_raw) if return_raw is not None else None
     # With several From fields (or garbage in the first), prefer a real address.
@@ -763,19 +977,8 @@ def _parse(data: bytes) -> ParsedMessage:
     report_fields: list[tuple[str, str]] = []
     enclosed: list[tuple[str, str]] = []
     text_chars = 0
-    for part, group in _walk(msg, defects):
-        defects.extend(type(d).__name__ for d in getattr(part, "defects", ()))
-        ctype = part.get_content_type()
-        payload = part.get_payload()
-        if part.get_content_maintype() == "multipart":
-            if isinstance(payload, list):
-                continue
-            # Broken MIME (boundary never found): the body is all we have, read it as text.
-            ctype = "text/plain"
-        disposition = part.get_content_disposition()
-        filename = _filename(part)
-        is_attachment = disposition == "attachment" or bool(filename)
-        if ctype in ("text/plain", "text/html") and not is_attachment:
+    for part, ctype, group, name in _leaf_parts(msg, defects, hint):
+        if name is None:
             if text_chars < MAX_TEXT_CHARS:
                 body = _part_text(part, defects)
                 text_chars += len(body)
@@ -785,9 +988,8 @@ def _parse(data: bytes) -> ParsedMessage:
             report_fields.extend(_report_fields(part))
         elif not enclosed and (ctype in _ENCLOSED_MESSAGE_TYPES or ctype in _ENCLOSED_HEADER_TYPES):
             enclosed = _enclosed_headers(part)
-        attachments.append(
-            Attachment(filename=filename, content_type=ctype, size=_part_size(part))
-        )
+        attachments.extend(Attachment(filename=f.filename, content_type=f.content_type, size=len(f.data))
+                           for f in _part_files(part, ctype, name, defects))
 
     # Within one multipart/alternative the plain text wins; outside of one, every inline part
     # is content (e.g. an HTML message followed by a plain-text signature in multipart/mixed).
@@ -799,7 +1001,10 @@ def _parse(data: bytes) -> ParsedMessage:
         if is_html:
             if group in plain_groups:
                 continue
-            body = html_to_text(body, max_chars=MAX_TEXT_CHARS)
+            converted = convert_html(body, max_chars=MAX_TEXT_CHARS)
+            if not converted.complete:
+                defects.append("HtmlConversionStopped")
+            body = converted.text
             text_from_html = True
         pieces.append(body)
     text = "\n".join(pieces)[:MAX_TEXT_CHARS]
@@ -817,8 +1022,8 @@ def _parse(data: bytes) -> ParsedMessage:
     ):
         problem = "no sender address (From, Sender, Reply-To and Return-Path all missing or empty)"
 
-    to = tuple(spec for _, spec in _addresses(raw_all("to"), defects))
-    cc = tuple(spec for _, spec in _addresses(raw_all("cc"), defects))
+    to = tuple(spec for _, spec in _addresses(raw_all("to"), defects, hint))
+    cc = tuple(spec for _, spec in _addresses(raw_all("cc"), defects, hint))
     short_defects = list(dict.fromkeys(d.removesuffix("Defect") for d in defects))[:MAX_DEFECTS]
     return ParsedMessage(
         message_id=message_ids[0] if message_ids else None,
@@ -831,7 +1036,7 @@ def _parse(data: bytes) -> ParsedMessage:
         reply_to=reply_to,
         to=to,
         cc=cc,
-        subject=_header_text(raw_first("subject") or ""),
+        subject=_header_text(raw_first("subject") or "", hint),
         date=_parse_date(raw_first("date")),
         text=text,
         text_from_html=text_from_html,

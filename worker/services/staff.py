@@ -19,7 +19,7 @@ from worker.adapters import repository as repo
 from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
 from worker.adapters.templates import Rendered, TemplateRenderer
 from worker.config import Config, MailboxConfig
-from worker.core.attachments import extract_attachments
+from worker.core.attachments import extract_attachments, select_attachments
 from worker.core.bounces import analyse_bounce
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
 from worker.core.customer_intent import asks_for_deadlock, still_unhappy
@@ -86,6 +86,8 @@ class StaffDesk:
                            inbound_message_id=row.id,
                            detail={"reason": "the mailbox has no notify addresses"})
             return
+        attached = select_attachments(row.raw)
+        left_out = attached.warning()
         context = self._case_context(session, case, rules)
         context.update({
             "first": first,
@@ -94,7 +96,7 @@ class StaffDesk:
             "received_local": local_datetime_text(row.received_at, rules.timezone),
             "text": new_text(msg) if not first else msg.text.strip(),
             "attachments": [a.filename for a in msg.attachments],
-            "warnings": warnings,
+            "warnings": [*warnings, left_out] if left_out else warnings,
             "commands": usage_text(),
         })
         rendered = self.renderer.render(rules.id, "staff_notification", context)
@@ -102,8 +104,7 @@ class StaffDesk:
             session, case=case, mailbox=mailbox.name, purpose=NOTIFICATION,
             idempotency_key=f"notify:{case.reference}:{row.id}", from_name=rules.name,
             from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
-            to=list(mailbox.notify), rendered=rendered, now=now,
-            attachments=extract_attachments(row.raw),
+            to=list(mailbox.notify), rendered=rendered, now=now, attachments=attached.files,
         )
 
     def _case_context(self, session: Session, case: Case, rules: ProviderRules) -> dict[str, Any]:
@@ -441,10 +442,10 @@ class StaffDesk:
     # ------------------------------------------------------------------ mail
 
     def _customer_thread(self, session: Session, case: Case) -> tuple[str | None, list[str]]:
-        ids = list(session.scalars(select(InboundMessage.message_id).where(
+        ids = [mid for mid in session.scalars(select(InboundMessage.message_id).where(
             InboundMessage.case_id == case.id, InboundMessage.kind == "human",
-            InboundMessage.sender == case.customer_address, InboundMessage.message_id.is_not(None))
-            .order_by(InboundMessage.received_at, InboundMessage.id)))
+            InboundMessage.sender == case.customer_address)
+            .order_by(InboundMessage.received_at, InboundMessage.id)) if mid is not None]
         return (ids[-1] if ids else None), ids
 
     def _customer_address(self, case: Case) -> str:
