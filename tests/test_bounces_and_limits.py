@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from tests.test_staff_e2e import CLARANET, CUSTOMER, TEAM, Desk, body, desk, purpose
+import pytest
+
+from tests.harness import PASSWORD, Worker, mailbox_for, write_config
+from tests.test_intake_e2e import complaint
+from tests.test_staff_e2e import CLARANET, CUSTOMER, T0, TEAM, Desk, body, desk, purpose
+from worker.config import load_config
 from worker.core.bounces import analyse_bounce
 from worker.core.parse import parse_message
 from worker.demo_mail import bounce, customer_mail
+from worker.embedded import EmbeddedSmtpServer, deliver_many
+from worker.errors import ConfigError
 
 __all__ = ["desk"]  # The shared fixture.
 
@@ -85,3 +93,48 @@ def test_analyse_bounce_reads_dsn_status_and_non_standard_wording():
                    b"Sorry, no mailbox here by that name. (#5.1.1)\r\n")
     report = analyse_bounce(qmail)
     assert report.recipients == ("gone@b.example",) and report.permanent
+
+
+def test_global_rate_limit_holds_automatic_mail_back_and_alerts_staff_once(
+    tmp_path: Path, pymap, smtp: EmbeddedSmtpServer
+):
+    # A flood from many addresses: each is under its own limit, together they are over the
+    # global one. Nothing is dropped: what is over waits for the rolling hour to free up.
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           worker={"global_rate_limit_per_hour": 3},
+                           mailboxes=[mailbox_for("claranet-soho", extra={"notify": [TEAM]})])
+    raws = [complaint(n) for n in range(5)]
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(raw, T0) for raw in raws])
+    first = worker.once(T0)
+    assert len(first.dispatch.deferred) == 2
+    assert len(purpose(smtp, "acknowledgement")) == 3
+    assert len(purpose(smtp, "staff-notification")) == 5, "staff mail is never held back"
+    held = [c["reference"] for c in worker.cases()[3:]]
+    for reference in held:
+        [event] = [e for e in worker.case(reference)["events"] if e["kind"] == "email_deferred"]
+        assert event["detail"]["until"] == (T0 + timedelta(hours=1)).isoformat()
+
+    # The alert, queued after that dispatch, goes with the next one; once in the hour.
+    for minutes in (1, 10, 30):
+        worker.once(T0 + timedelta(minutes=minutes))
+    assert len(purpose(smtp, "acknowledgement")) == 3, "still within the hour"
+    [alert] = [m for m in purpose(smtp, "alert") if "global" in str(m.message["Subject"])]
+    assert alert.rcpt_tos == (TEAM,)
+    assert "2 are waiting" in body(alert) and "Nothing is dropped" in body(alert)
+
+    worker.once(T0 + timedelta(hours=1))
+    acknowledged = {m.message["X-Complaints-Worker-Case"] for m in purpose(smtp, "acknowledgement")}
+    assert len(purpose(smtp, "acknowledgement")) == 5 and set(held) <= acknowledged
+    assert worker.status()["outbox"]["pending"] == 0
+    worker.close()
+
+
+def test_bad_limits_are_reported_with_file_and_line(tmp_path: Path):
+    path = write_config(tmp_path / "config.toml", db_url="sqlite:///x.db", imap_port=1, smtp_port=1,
+                        mailboxes=[mailbox_for("claranet-soho")],
+                        worker={"global_rate_limit_per_hour": 0, "poison_attempts": 0})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = [str(p) for p in caught.value.problems]
+    assert any(p.startswith(f"{path}:2:") and "global_rate_limit_per_hour" in p for p in problems)
+    assert any(p.startswith(f"{path}:3:") and "poison_attempts" in p for p in problems)

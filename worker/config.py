@@ -76,6 +76,10 @@ class WorkerSettings:
     # Automatic mail (acknowledgements, updates) to one recipient, per hour and per day.
     rate_limit_per_hour: int
     rate_limit_per_day: int
+    # Automatic mail to everyone together, per rolling hour: over it, mail waits (never dropped).
+    global_rate_limit_per_hour: int
+    # Failed attempts at one message (an error, or the process dying on it) before quarantine.
+    poison_attempts: int
     max_message_bytes: int
     outbox_retry_base_seconds: int
     outbox_retry_max_seconds: int
@@ -116,8 +120,9 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     worker_t = check.table(data, ("worker",), required=False)
     check.unknown_keys(worker_t, ("worker",), {
         "poll_interval_seconds", "sweep_interval_seconds", "rate_limit_per_hour",
-        "rate_limit_per_day", "max_message_bytes", "outbox_retry_base_seconds",
-        "outbox_retry_max_seconds", "outbox_give_up_hours",
+        "rate_limit_per_day", "global_rate_limit_per_hour", "poison_attempts",
+        "max_message_bytes", "outbox_retry_base_seconds", "outbox_retry_max_seconds",
+        "outbox_give_up_hours",
     })
     worker = WorkerSettings(
         poll_interval_seconds=check.integer(
@@ -128,6 +133,10 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
             worker_t, ("worker", "rate_limit_per_hour"), default=5, minimum=1),
         rate_limit_per_day=check.integer(
             worker_t, ("worker", "rate_limit_per_day"), default=20, minimum=1),
+        global_rate_limit_per_hour=check.integer(
+            worker_t, ("worker", "global_rate_limit_per_hour"), default=500, minimum=1),
+        poison_attempts=check.integer(
+            worker_t, ("worker", "poison_attempts"), default=3, minimum=1, maximum=100),
         max_message_bytes=check.integer(
             worker_t, ("worker", "max_message_bytes"), default=25 * 1024 * 1024, minimum=1024),
         outbox_retry_base_seconds=check.integer(

@@ -70,6 +70,26 @@ class MailboxState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     backlog: Mapped[int] = mapped_column(Integer, default=0)
+    # The UIDs of the batch being processed, committed before it starts and cleared after it.
+    # A crash leaves them here, so the next pass knows which message was in hand (a poison
+    # message that kills the process) without a commit per message.
+    inflight: Mapped[list[int] | None] = mapped_column(JSON)
+
+
+class InboundAttempt(Base):
+    """A message whose processing failed and will be retried; quarantined after N attempts."""
+
+    __tablename__ = "inbound_attempt"
+    __table_args__ = (UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(100))
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class InboundMessage(Base):
@@ -168,7 +188,12 @@ class Outbox(Base):
     """Mail decided on but maybe not yet sent; the row is written with the decision."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index(None, "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index(None, "status", "next_attempt_at"),
+        # Per-recipient and global rate limits count recent automatic mail through these.
+        Index(None, "limited_to", "created_at"),
+        Index(None, "sent_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # One per (case, purpose, sequence), e.g. ack:CLR-2026-000123; the database enforces it.
@@ -186,6 +211,31 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The rule-file obligation this message fulfils, and when it must have left by; a pending
+    # row past `deliver_by` is a breach, recorded once (`breached_at`).
+    obligation_id: Mapped[str | None] = mapped_column(String(100))
+    deliver_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The recipient of rate-limited automatic mail (acknowledgements, updates; one address
+    # each), so the limits are indexed counts; NULL for all other mail and for suppressed rows.
+    limited_to: Mapped[str | None] = mapped_column(String(320))
+
+
+class SmtpState(Base):
+    """The SMTP server as the dispatcher last found it: one row, id 1.
+
+    While it is unreachable every pending message waits for `retry_at`, so the queue goes
+    out together and in order when it is back, across restarts too.
+    """
+
+    __tablename__ = "smtp_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Consecutive passes that found the server unreachable; 0 when it is up.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    down_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, union_all
+from sqlalchemy import CompoundSelect, delete, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -15,10 +15,12 @@ from worker.adapters.db_models import (
     Case,
     CaseEvent,
     CaseParty,
+    InboundAttempt,
     InboundMessage,
     MailboxState,
     Outbox,
     ReferenceCounter,
+    SmtpState,
 )
 from worker.core.references import format_reference
 from worker.core.threading import KnownCase
@@ -46,6 +48,53 @@ def stored_uids(
     return set(rows)
 
 
+def failed_attempts(session: Session, mailbox: str, folder: str, uidvalidity: int,
+                    uids: Iterable[int] | None = None) -> dict[int, InboundAttempt]:
+    """Messages of the folder whose processing failed and will be retried, by UID."""
+    query = select(InboundAttempt).where(
+        InboundAttempt.mailbox == mailbox, InboundAttempt.folder == folder,
+        InboundAttempt.uidvalidity == uidvalidity)
+    if uids is not None:
+        query = query.where(InboundAttempt.uid.in_(list(uids)))
+    return {row.uid: row for row in session.scalars(query)}
+
+
+def count_attempt(session: Session, mailbox: str, folder: str, uidvalidity: int, uid: int, *,
+                  error: str, at: datetime) -> int:
+    """One more failed attempt at a message; returns how many there have been."""
+    row = session.scalar(select(InboundAttempt).where(
+        InboundAttempt.mailbox == mailbox, InboundAttempt.folder == folder,
+        InboundAttempt.uidvalidity == uidvalidity, InboundAttempt.uid == uid))
+    if row is None:
+        row = InboundAttempt(mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, uid=uid,
+                             attempts=0, last_error="", last_attempt_at=at)
+        session.add(row)
+    row.attempts += 1
+    row.last_error, row.last_attempt_at = error[:2000], at
+    session.flush()
+    return row.attempts
+
+
+def forget_attempts(session: Session, mailbox: str, folder: str,
+                    uidvalidity: int | None = None, uids: Iterable[int] | None = None) -> None:
+    """Drop failed-attempt records: of stored or vanished messages, or of an old UIDVALIDITY."""
+    conditions = [InboundAttempt.mailbox == mailbox, InboundAttempt.folder == folder]
+    if uidvalidity is not None:
+        conditions.append(InboundAttempt.uidvalidity == uidvalidity)
+    if uids is not None:
+        conditions.append(InboundAttempt.uid.in_(list(uids)))
+    session.execute(delete(InboundAttempt).where(*conditions))
+
+
+def smtp_state(session: Session) -> SmtpState:
+    state = session.get(SmtpState, 1)
+    if state is None:
+        state = SmtpState(id=1, failures=0)
+        session.add(state)
+        session.flush()
+    return state
+
+
 def first_with_dedupe_key(session: Session, mailbox: str, key: str) -> InboundMessage | None:
     return session.scalar(select(InboundMessage).where(
         InboundMessage.mailbox == mailbox, InboundMessage.dedupe_key == key))
@@ -56,7 +105,7 @@ def known_message_ids(session: Session, message_ids: Iterable[str]) -> dict[str,
     ids = list(message_ids)
     if not ids:
         return {}
-    query = union_all(
+    query: CompoundSelect[str | None, int | None] = union_all(
         select(InboundMessage.message_id, InboundMessage.case_id).where(
             InboundMessage.message_id.in_(ids), InboundMessage.case_id.is_not(None)),
         select(Outbox.message_id, Outbox.case_id).where(
@@ -84,8 +133,8 @@ def case_by_reference(session: Session, reference: str) -> Case | None:
 def next_reference(session: Session, prefix: str, year: int) -> str:
     """Issue the next case number for (prefix, year) atomically, on SQLite and PostgreSQL alike."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(ReferenceCounter).values(prefix=prefix, year=year, last_value=1)
-    statement = statement.on_conflict_do_update(
+    values = insert(ReferenceCounter).values(prefix=prefix, year=year, last_value=1)
+    statement = values.on_conflict_do_update(
         index_elements=["prefix", "year"],
         set_={"last_value": ReferenceCounter.last_value + 1},
     ).returning(ReferenceCounter.last_value)

@@ -1,7 +1,9 @@
 """One full pass of the worker: poll every mailbox, then dispatch the outbox.
 
 A failing mailbox is logged once (again only when its error changes), backed off, and never
-stops the other mailboxes or the outbox.
+stops the other mailboxes or the outbox. A database that is locked or unreachable stops the
+work in hand (its transaction rolls back, nothing is lost) and is reported; the next pass
+picks up where this one stopped.
 """
 
 from __future__ import annotations
@@ -42,10 +44,15 @@ class PassResult:
     mailbox_errors: dict[str, str] = field(default_factory=dict)
     dispatch: DispatchResult = field(default_factory=DispatchResult)
     timers_fired: int = 0
+    # Outbox messages found past their deadline (breaches recorded this pass).
+    late_mail: int = 0
+    # Set when the database failed while firing timers or dispatching.
+    database_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.mailbox_errors and self.dispatch.outage is None
+        return (not self.mailbox_errors and self.dispatch.outage is None
+                and self.database_error is None)
 
 
 class Cycle:
@@ -90,7 +97,7 @@ class Cycle:
                 poll = self.ingest.poll(mailbox, self.mailbox_factory(mailbox), now=now,
                                         acknowledge=acknowledge, should_stop=should_stop)
             except (MailboxError, OperationalError) as exc:
-                reason = str(exc) if isinstance(exc, MailboxError) else "database unavailable"
+                reason = str(exc) if isinstance(exc, MailboxError) else database_problem(exc)
                 result.mailbox_errors[mailbox.name] = reason
                 self._failed(mailbox, health, reason, now)
                 continue
@@ -98,10 +105,18 @@ class Cycle:
             self._succeeded(mailbox, health, now)
 
     def fire_and_send(self, result: PassResult, *, now: datetime) -> None:
-        """Fire the timers due at `now`, then dispatch the outbox (which sends what they queued)."""
-        if self.sweep is not None:
-            result.timers_fired = self.sweep.sweep(now=now)
-        result.dispatch = self.dispatch_outbox(now=now)
+        """Fire the timers due at `now`, dispatch the outbox (which sends what they queued),
+        then record breaches for mail still waiting past its deadline."""
+        try:
+            if self.sweep is not None:
+                result.timers_fired = self.sweep.sweep(now=now)
+            result.dispatch = self.dispatch_outbox(now=now)
+            if self.sweep is not None:
+                result.late_mail = self.sweep.late_mail(now=now)
+                self.sweep.rate_limited(result.dispatch.deferred, now=now)
+        except OperationalError as exc:
+            result.database_error = database_problem(exc)
+            log.error("timers and outbox: %s; the next pass retries", result.database_error)
 
     def dispatch_outbox(self, *, now: datetime) -> DispatchResult:
         outcome = self.dispatch.dispatch_due(now=now)
@@ -140,3 +155,10 @@ class Cycle:
             state.last_success_at = now
             state.last_poll_at = now
             state.last_error = None
+
+
+def database_problem(exc: OperationalError) -> str:
+    """The driver's own first line ("database is locked"), never the SQL or its parameters,
+    which can hold customer data."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else ""
+    return f"database unavailable: {detail}"[:300] if detail else "database unavailable"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
@@ -21,6 +21,7 @@ from worker.adapters.db_models import Outbox
 from worker.adapters.smtp import MailSender
 from worker.config import WorkerSettings
 from worker.errors import SendFailure, SendFailureKind
+from worker.services.outbox import RATE_LIMITED, global_budget
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class DispatchResult:
     failed: int = 0
     # Set when the SMTP server could not be reached at all; the rest waits for the next pass.
     outage: str | None = None
+    # Automatic mail held back by the global rate limit, by outbox id.
+    deferred: list[int] = field(default_factory=list)
 
 
 def retry_delay(attempts: int, settings: WorkerSettings) -> timedelta:
@@ -41,6 +44,14 @@ def retry_delay(attempts: int, settings: WorkerSettings) -> timedelta:
 
 
 class DispatchService:
+    """Sends due rows in id order, so mail leaves in the order it was decided.
+
+    A message the server refuses for a while (4xx) backs off on its own. When the server
+    cannot be reached (two messages in a row fail, or the only one tried), that is an
+    outage: it is recorded in `smtp_state`, and every pending message waits for the same
+    retry time, so when the server is back the whole queue goes out together, in order.
+    """
+
     def __init__(self, *, sessions: sessionmaker[Session], sender_factory: Callable[[], MailSender],
                  settings: WorkerSettings) -> None:
         self.sessions = sessions
@@ -50,41 +61,105 @@ class DispatchService:
     def dispatch_due(self, *, now: datetime, limit: int = 500) -> DispatchResult:
         return asyncio.run(self._dispatch(now=now, limit=limit))
 
-    def _due_ids(self, now: datetime, limit: int) -> list[int]:
+    def _due(self, now: datetime, limit: int) -> list[tuple[int, str]]:
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Outbox.id).where(Outbox.status == "pending", Outbox.next_attempt_at <= now)
-                .order_by(Outbox.id).limit(limit)))
+            return [(row_id, purpose) for row_id, purpose in session.execute(
+                select(Outbox.id, Outbox.purpose)
+                .where(Outbox.status == "pending", Outbox.next_attempt_at <= now)
+                .order_by(Outbox.id).limit(limit))]
 
     async def _dispatch(self, *, now: datetime, limit: int) -> DispatchResult:
         result = DispatchResult()
-        ids = self._due_ids(now, limit)
-        if not ids:
+        with transaction(self.sessions) as session:
+            state = repo.smtp_state(session)
+            if state.retry_at is not None and now < state.retry_at:
+                # Still in the outage backoff: mail queued meanwhile waits with the rest.
+                _hold_pending(session, state.retry_at)
+                result.outage = state.last_error
+                return result
+        due = self._due(now, limit)
+        if not due:
             return result
+        with self.sessions() as session:
+            budget, frees_at = global_budget(session, now, self.settings)
+        # Consecutive transient failures since the last success: two, or the only message
+        # tried, mean the server is unreachable (an outage), not that a message is refused.
+        unsent: list[tuple[int, SendFailure]] = []
+        tried = 0
         async with self.sender_factory() as sender:
-            for outbox_id in ids:
+            for outbox_id, purpose in due:
+                if purpose in RATE_LIMITED and budget <= 0:
+                    self._defer(outbox_id, frees_at, now)
+                    result.deferred.append(outbox_id)
+                    continue
                 with self.sessions() as session:
                     row = session.get_one(Outbox, outbox_id)
                     envelope, recipients, raw = row.envelope_from, list(row.recipients), row.raw
+                tried += 1
                 try:
                     reply = await sender.send(envelope, recipients, raw)
                 except SendFailure as failure:
+                    if failure.kind is SendFailureKind.TRANSIENT:
+                        unsent.append((outbox_id, failure))
+                        if len(unsent) == 2:
+                            break
+                        continue
                     self._record_failure(outbox_id, failure, now, result)
-                    if failure.kind is SendFailureKind.TRANSIENT and result.outage is None \
-                            and result.sent == 0:
-                        # Nothing got through: treat it as an outage and keep the order intact.
-                        result.outage = str(failure)
-                        break
                     continue
                 except Exception as exc:
                     # A bug on one row must not stop the others; it is retried, then failed.
                     log.exception("outbox %s: unexpected error while sending", outbox_id)
-                    failure = SendFailure(SendFailureKind.TRANSIENT, f"{type(exc).__name__}: {exc}")
-                    self._record_failure(outbox_id, failure, now, result)
+                    self._record_failure(outbox_id, SendFailure(
+                        SendFailureKind.TRANSIENT, f"{type(exc).__name__}: {exc}"), now, result)
                     continue
+                # The server took this one: the failures before it were those messages' own.
+                for failed_id, refusal in unsent:
+                    self._record_failure(failed_id, refusal, now, result)
+                unsent = []
+                if purpose in RATE_LIMITED:
+                    budget -= 1
                 self._mark_sent(outbox_id, reply, now)
                 result.sent += 1
+        outage = len(unsent) == 2 or (len(unsent) == 1 and tried == 1)
+        retry_at = self._outage(now, str(unsent[-1][1])) if outage else None
+        for failed_id, refusal in unsent:
+            self._record_failure(failed_id, refusal, now, result, retry_at=retry_at)
+        if outage:
+            result.outage = str(unsent[-1][1])
+        elif result.sent:
+            self._reachable()
         return result
+
+    def _outage(self, now: datetime, error: str) -> datetime:
+        """Record one more pass that found the server unreachable; returns when to try again."""
+        with transaction(self.sessions) as session:
+            state = repo.smtp_state(session)
+            state.failures += 1
+            state.down_since = state.down_since or now
+            state.last_error = error[:2000]
+            state.retry_at = now + retry_delay(state.failures, self.settings)
+            _hold_pending(session, state.retry_at)
+            return state.retry_at
+
+    def _reachable(self) -> None:
+        with transaction(self.sessions) as session:
+            state = repo.smtp_state(session)
+            if state.failures or state.retry_at:
+                state.failures, state.down_since, state.retry_at, state.last_error = (
+                    0, None, None, None)
+
+    def _defer(self, outbox_id: int, until: datetime, now: datetime) -> None:
+        """Over the global limit: the message waits for a free slot; it is never dropped."""
+        reason = (f"global rate limit: {self.settings.global_rate_limit_per_hour} automatic "
+                  "messages an hour")
+        with transaction(self.sessions) as session:
+            row = session.get_one(Outbox, outbox_id)
+            row.next_attempt_at = until
+            if row.last_error != reason and row.case_id is not None:
+                repo.add_event(session, row.case_id, "email_deferred", at=now, outbox_id=row.id,
+                               detail={"purpose": row.purpose, "message_id": row.message_id,
+                                       "reason": reason, "until": until.isoformat()})
+            row.last_error = reason
 
     def _mark_sent(self, outbox_id: int, reply: str, now: datetime) -> None:
         with transaction(self.sessions) as session:
@@ -94,12 +169,19 @@ class DispatchService:
             row.attempts += 1
             row.last_error = None
             if row.case_id is not None:
+                detail: dict[str, object] = {
+                    "purpose": row.purpose, "message_id": row.message_id, "to": row.recipients,
+                    "smtp_reply": reply[:500]}
+                if row.deliver_by is not None and now > row.deliver_by:
+                    # Delivered after its deadline (an outage): how late, for the case and reports.
+                    detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
+                                  late_by_seconds=int((now - row.deliver_by).total_seconds()))
                 repo.add_event(session, row.case_id, "email_sent", at=now, outbox_id=row.id,
-                               detail={"purpose": row.purpose, "message_id": row.message_id,
-                                       "to": row.recipients, "smtp_reply": reply[:500]})
+                               detail=detail)
 
     def _record_failure(self, outbox_id: int, failure: SendFailure, now: datetime,
-                        result: DispatchResult) -> None:
+                        result: DispatchResult, *, retry_at: datetime | None = None) -> None:
+        """`retry_at`: the outage's retry time, which every pending message shares."""
         with transaction(self.sessions) as session:
             row = session.get_one(Outbox, outbox_id)
             row.attempts += 1
@@ -111,7 +193,7 @@ class DispatchService:
                 log.error("outbox %s (%s) failed permanently: %s", row.id, row.purpose, failure)
                 kind = "email_failed"
             else:
-                row.next_attempt_at = now + retry_delay(row.attempts, self.settings)
+                row.next_attempt_at = retry_at or now + retry_delay(row.attempts, self.settings)
                 result.retrying += 1
                 kind = "email_retry_scheduled"
             if row.case_id is not None:
@@ -119,3 +201,8 @@ class DispatchService:
                                detail={"purpose": row.purpose, "message_id": row.message_id,
                                        "error": row.last_error, "attempts": row.attempts,
                                        "next_attempt_at": row.next_attempt_at.isoformat()})
+
+
+def _hold_pending(session: Session, until: datetime) -> None:
+    session.execute(update(Outbox).where(Outbox.status == "pending", Outbox.next_attempt_at < until)
+                    .values(next_attempt_at=until))

@@ -2,6 +2,10 @@
 
 Only after that transaction commits is the message moved or flagged on the server, so a crash
 in between means a re-fetch, which the UID and Message-ID constraints turn into a no-op.
+
+A message whose processing fails (an exception, or the process dying on it) is left on the
+server unmarked, fetched again by UID on later passes, and quarantined after
+`worker.poison_attempts` failures; the messages after it are processed meanwhile.
 """
 
 from __future__ import annotations
@@ -25,17 +29,22 @@ from worker.config import Config, MailboxConfig
 from worker.core.classify import classify
 from worker.core.intake import Decision, JoinCase, OpenCase, Quarantine, decide_intake
 from worker.core.letters import letter_context
+from worker.core.lifecycle import obligation_due
 from worker.core.message import Classification, MessageKind, ParsedMessage
 from worker.core.parse import parse_message
 from worker.core.references import references_in_subject, without_references
 from worker.core.rules import ProviderRules
 from worker.core.staff import check_staff
 from worker.core.threading import candidate_ids, match_thread
+from worker.errors import MailboxError
 from worker.services.outbox import queue_email
 from worker.services.staff import StaffDesk, notification_ids
 from worker.services.timers import Calendars, plan_new_case
 
 log = logging.getLogger(__name__)
+
+STOPPED = ("the worker stopped while processing this message (a crash, kill -9 or running out "
+           "of memory)")
 
 
 @dataclass(slots=True)
@@ -46,6 +55,8 @@ class PollResult:
     joined: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    # Failed this time; fetched again on the next pass until stored or quarantined.
+    retrying: int = 0
     outcomes: list[str] = field(default_factory=list)
 
 
@@ -65,39 +76,113 @@ class IngestService:
         self, mailbox: MailboxConfig, source: MailboxSource, *, now: datetime,
         acknowledge: bool | None = None, should_stop: Callable[[], bool] = lambda: False,
     ) -> PollResult:
-        """Fetch and process every new message. Raises MailboxError when the server fails."""
+        """Fetch and process every new message, and retry the ones that failed before.
+
+        Raises MailboxError when the server fails and OperationalError when the database does;
+        neither is held against the message in hand.
+        """
         result = PollResult(mailbox=mailbox.name)
         status = source.open()
         try:
-            with transaction(self.sessions) as session:
-                state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
-                if state.uidvalidity != status.uidvalidity:
-                    if state.uidvalidity is not None:
-                        log.warning("mailbox %s: UIDVALIDITY changed from %s to %s; rescanning "
-                                    "(Message-ID dedupe prevents duplicates)", mailbox.name,
-                                    state.uidvalidity, status.uidvalidity)
-                    state.uidvalidity = status.uidvalidity
-                    state.last_uid = 0
-                last_uid = state.last_uid
+            last_uid, retry = self._resume(mailbox, source, status.uidvalidity, now)
             self._reconcile(mailbox, source, status.uidvalidity, last_uid)
-            new = source.new_uids(last_uid)
+            # In UID order, failed messages included: the first copy of a message is the one
+            # that counts (its arrival starts the clocks), and a reply follows its complaint.
+            new = sorted(retry.union(source.new_uids(last_uid)))
             self._record_backlog(mailbox, len(new), now)
             ack = mailbox.acknowledge if acknowledge is None else acknowledge
+            # One-off work (building the business calendar takes ~0.1 s) is done before any
+            # message is in hand, so that a process killed from outside (a deploy, the OOM
+            # killer) while a fresh one warms up is not blamed on the first message each time.
+            self.calendars.for_rules(self.providers[mailbox.rules])
             for start in range(0, len(new), mailbox.fetch_batch):
                 if should_stop():
                     break
                 batch = new[start:start + mailbox.fetch_batch]
+                # Fetched before the batch is marked in hand: dying on the network is no
+                # message's fault.
+                messages = list(source.fetch(batch,
+                                             max_bytes=self.config.worker.max_message_bytes))
+                failed = self._start_batch(mailbox, status.uidvalidity, batch)
                 done: list[int] = []
-                for fetched in source.fetch(batch, max_bytes=self.config.worker.max_message_bytes):
+                for fetched in messages:
                     outcome = self._process(mailbox, status.uidvalidity, fetched, now=now,
-                                            acknowledge=ack)
+                                            acknowledge=ack, failed=failed.get(fetched.uid))
                     _count(result, outcome)
-                    done.append(fetched.uid)
+                    if outcome != "retry":
+                        done.append(fetched.uid)
                 source.mark_processed(done)
-                self._record_backlog(mailbox, len(new) - start - len(batch), now)
+                seen = {fetched.uid for fetched in messages}
+                self._record_backlog(mailbox, len(new) - start - len(batch), now,
+                                     vanished=[uid for uid in failed if uid not in seen])
+        except (MailboxError, OperationalError):
+            # The server or the database failed, not the message in hand: blame no message.
+            self._clear_inflight(mailbox)
+            raise
         finally:
             source.close()
         return result
+
+    def _resume(self, mailbox: MailboxConfig, source: MailboxSource, uidvalidity: int,
+                now: datetime) -> tuple[int, set[int]]:
+        """Where this folder's processing stands: the UID watermark, and the failed messages
+        to fetch again by UID until they are stored or quarantined (they can be below it)."""
+        with transaction(self.sessions) as session:
+            state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
+            if state.uidvalidity != uidvalidity:
+                if state.uidvalidity is not None:
+                    log.warning("mailbox %s: UIDVALIDITY changed from %s to %s; rescanning "
+                                "(Message-ID dedupe prevents duplicates)", mailbox.name,
+                                state.uidvalidity, uidvalidity)
+                state.uidvalidity = uidvalidity
+                state.last_uid = 0
+                state.inflight = None
+                repo.forget_attempts(session, mailbox.name, mailbox.folder)
+            elif state.inflight:
+                self._blame_crash(session, mailbox, source, uidvalidity, state.inflight, now)
+                state.inflight = None
+            return state.last_uid, set(repo.failed_attempts(session, mailbox.name,
+                                                            mailbox.folder, uidvalidity))
+
+    def _start_batch(self, mailbox: MailboxConfig, uidvalidity: int,
+                     batch: list[int]) -> dict[int, tuple[int, str]]:
+        """Record the batch as in hand (one commit per batch, not per message) and return the
+        failed attempts so far at its messages: uid -> (count, last error)."""
+        with transaction(self.sessions) as session:
+            repo.mailbox_state(session, mailbox.name, mailbox.folder).inflight = list(batch)
+            rows = repo.failed_attempts(session, mailbox.name, mailbox.folder, uidvalidity, batch)
+            return {uid: (row.attempts, row.last_error) for uid, row in rows.items()}
+
+    def _blame_crash(self, session: Session, mailbox: MailboxConfig, source: MailboxSource,
+                     uidvalidity: int, inflight: list[int], now: datetime) -> None:
+        """The last pass died inside a batch: count an attempt against the message it was on.
+
+        Messages are processed in batch order and each one commits a row (or, failing, takes
+        itself off the in-flight list), so that message is the first of the batch that is
+        neither stored nor gone from the server. A process killed from outside is blamed on
+        the message in hand too: `poison_attempts` deaths are needed to quarantine it.
+        """
+        stored = repo.stored_uids(session, mailbox.name, mailbox.folder, uidvalidity, inflight)
+        unstored = [uid for uid in inflight if uid not in stored]
+        if not unstored:
+            return
+        present = set(source.new_uids(min(unstored) - 1))
+        victim = next((uid for uid in unstored if uid in present), None)
+        if victim is None:
+            return
+        count = repo.count_attempt(session, mailbox.name, mailbox.folder, uidvalidity, victim,
+                                   error=STOPPED, at=now)
+        log.error("mailbox %s uid %s: the worker stopped while processing this message "
+                  "(attempt %d of %d)", mailbox.name, victim, count,
+                  self.config.worker.poison_attempts)
+
+    def _clear_inflight(self, mailbox: MailboxConfig) -> None:
+        try:
+            with transaction(self.sessions) as session:
+                repo.mailbox_state(session, mailbox.name, mailbox.folder).inflight = None
+        except OperationalError:
+            # Still unavailable: the next pass may count one attempt against that message.
+            log.debug("could not clear the in-flight batch: database unavailable")
 
     def _reconcile(self, mailbox: MailboxConfig, source: MailboxSource, uidvalidity: int,
                    last_uid: int) -> None:
@@ -112,23 +197,39 @@ class IngestService:
                      mailbox.name, len(stored))
             source.mark_processed(sorted(stored))
 
-    def _record_backlog(self, mailbox: MailboxConfig, backlog: int, now: datetime) -> None:
+    def _record_backlog(self, mailbox: MailboxConfig, backlog: int, now: datetime, *,
+                        vanished: list[int] | None = None) -> None:
+        """Also ends the batch in hand; `vanished`: failed messages no longer on the server."""
         with transaction(self.sessions) as session:
             state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
             state.backlog = max(backlog, 0)
             state.last_poll_at = now
+            state.inflight = None
+            if vanished and state.uidvalidity is not None:
+                repo.forget_attempts(session, mailbox.name, mailbox.folder, state.uidvalidity,
+                                     vanished)
 
     def _process(self, mailbox: MailboxConfig, uidvalidity: int, fetched: FetchedMessage, *,
-                 now: datetime, acknowledge: bool) -> str:
-        """One message, one transaction. A bug on one message quarantines it; the loop goes on."""
+                 now: datetime, acknowledge: bool, failed: tuple[int, str] | None) -> str:
+        """One message, one transaction. A message that fails is retried on later passes and
+        quarantined after `poison_attempts` failures; the loop goes on either way."""
+        limit = self.config.worker.poison_attempts
+        if failed is not None and failed[0] >= limit:
+            with transaction(self.sessions) as session:
+                return self._quarantine_poison(session, mailbox, uidvalidity, fetched, now,
+                                               count=failed[0], error=failed[1])
         for attempt in (1, 2):
             try:
                 with transaction(self.sessions) as session:
-                    return self._ingest(session, mailbox, uidvalidity, fetched, now=now,
-                                        acknowledge=acknowledge)
+                    outcome = self._ingest(session, mailbox, uidvalidity, fetched, now=now,
+                                           acknowledge=acknowledge)
+                    if failed is not None:
+                        repo.forget_attempts(session, mailbox.name, mailbox.folder, uidvalidity,
+                                             [fetched.uid])
+                    return outcome
             except IntegrityError as exc:
                 # Another worker stored the same message first; the second try sees it. A
-                # conflict that persists is a bug in handling this message: quarantine it.
+                # conflict that persists is a bug in handling this message.
                 if attempt == 1:
                     continue
                 failure: Exception = exc
@@ -136,15 +237,33 @@ class IngestService:
                 raise  # The database itself is failing: stop this pass, retry later, lose nothing.
             except Exception as exc:
                 failure = exc
-            log.error("mailbox %s uid %s: processing failed; quarantining", mailbox.name,
-                      fetched.uid, exc_info=failure)
-            with transaction(self.sessions) as session:
-                self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=None,
-                            status="quarantined",
-                            reason=f"processing failed: {type(failure).__name__}: {failure}"[:2000])
-                self._advance(session, mailbox, fetched.uid)
-            return "quarantined"
-        raise AssertionError("unreachable")
+            break
+        error = f"{type(failure).__name__}: {failure}"
+        with transaction(self.sessions) as session:
+            count = repo.count_attempt(session, mailbox.name, mailbox.folder, uidvalidity,
+                                       fetched.uid, error=error, at=now)
+            log.error("mailbox %s uid %s: processing failed (attempt %d of %d)", mailbox.name,
+                      fetched.uid, count, limit, exc_info=failure)
+            if count >= limit:
+                return self._quarantine_poison(session, mailbox, uidvalidity, fetched, now,
+                                               count=count, error=error)
+            # Handled: take it off the in-flight batch, so a crash later in the batch is
+            # not counted against it.
+            state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
+            state.inflight = [uid for uid in state.inflight or [] if uid != fetched.uid]
+            return "retry"
+
+    def _quarantine_poison(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
+                           fetched: FetchedMessage, now: datetime, *, count: int,
+                           error: str) -> str:
+        log.error("mailbox %s uid %s: quarantined after %d failed attempts", mailbox.name,
+                  fetched.uid, count)
+        self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=None,
+                    status="quarantined",
+                    reason=f"processing failed {count} times; last error: {error}"[:2000])
+        self._advance(session, mailbox, fetched.uid)
+        repo.forget_attempts(session, mailbox.name, mailbox.folder, uidvalidity, [fetched.uid])
+        return "quarantined"
 
     def _ingest(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
                 fetched: FetchedMessage, *, now: datetime, acknowledge: bool) -> str:
@@ -331,13 +450,18 @@ class IngestService:
             received_at=fetched.internaldate, first_raised_at=case.first_raised_at,
         )
         rendered = self.renderer.render(rules.id, rules.acknowledgement_template, context)
+        # The rules' acknowledgement obligation ("at once" for most) is its deadline.
+        obligation = next((o for o in rules.obligations if "acknowledgement" in o.met_by), None)
+        deadline = obligation_due(rules, self.calendars.for_rules(rules), obligation,
+                                  fetched.internaldate) if obligation else None
         return queue_email(
             session, case=case, mailbox=mailbox.name, purpose="acknowledgement",
             idempotency_key=f"ack:{case.reference}", from_name=rules.name,
             from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
             to=[to], rendered=rendered, now=now, in_reply_to=parsed.message_id,
             references=[*parsed.references, *([parsed.message_id] if parsed.message_id else [])],
-            limits=self.config.worker,
+            limits=self.config.worker, obligation_id=obligation.id if obligation else None,
+            deadline=deadline,
         )
 
     def _store(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
@@ -372,4 +496,6 @@ def _count(result: PollResult, outcome: str) -> None:
         result.quarantined += 1
     elif outcome == "duplicate":
         result.duplicates += 1
+    elif outcome == "retry":
+        result.retrying += 1
 

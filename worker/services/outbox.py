@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import case as when
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.adapters.db_models import Case, Outbox
@@ -42,12 +43,17 @@ def queue_email(
     auto_submitted: bool = True,
     attachments: Sequence[AttachmentData] = (),
     limits: WorkerSettings | None = None,
+    obligation_id: str | None = None,
+    deadline: datetime | None = None,
 ) -> Outbox:
     """Add the outbox row and its audit event. The UNIQUE idempotency key makes a repeat fail.
 
     A row that must not go out (an address that bounced permanently, or over the rate limit
     for automatic mail when `limits` is given) is kept as `suppressed` with the reason, so
     the case shows what was not sent and why; staff are told by the caller's alert.
+
+    A message that fulfils an obligation names it and gives its `deadline`: if it has not
+    left by then (see `deliver_by`), the pass records a breach and alerts staff.
     """
     message_id = new_message_id(from_address)
     headers = {
@@ -66,19 +72,36 @@ def queue_email(
         attachments=[(a.filename, a.content_type, a.data) for a in attachments],
     ))
     suppressed = suppression_reason(session, case, purpose, to, now, limits)
+    limited = purpose in RATE_LIMITED and len(to) == 1 and not suppressed
     row = Outbox(
         idempotency_key=idempotency_key, message_id=message_id, case_id=case.id, mailbox=mailbox,
         purpose=purpose, envelope_from=envelope_from or from_address, recipients=list(to), raw=raw,
         status="suppressed" if suppressed else "pending", attempts=0, next_attempt_at=now,
-        created_at=now, last_error=suppressed,
+        created_at=now, last_error=suppressed, obligation_id=obligation_id,
+        deliver_by=deliver_by(deadline, now) if deadline and not suppressed else None,
+        limited_to=to[0] if limited else None,
     )
     session.add(row)
     session.flush()
     add_event(session, case.id, "email_suppressed" if suppressed else "email_queued", at=now,
               outbox_id=row.id,
               detail={"purpose": purpose, "message_id": message_id, "to": list(to),
-                      "idempotency_key": idempotency_key, "reason": suppressed})
+                      "idempotency_key": idempotency_key, "reason": suppressed,
+                      "rule": obligation_id,
+                      "deliver_by": row.deliver_by.isoformat() if row.deliver_by else None})
     return row
+
+
+# Every message gets at least this long to leave before it counts as late, so a deadline that
+# falls at the moment it is queued ("acknowledge at once", the ADR threshold) is not breached
+# by an ordinary retry: with the default backoff (30 s doubling) five attempts fit in it. An
+# SMTP outage of an hour is a breach; a blip of a few minutes is not.
+DELIVERY_GRACE = timedelta(minutes=15)
+
+
+def deliver_by(deadline: datetime, queued_at: datetime) -> datetime:
+    """When a message fulfilling an obligation due at `deadline` must have left by."""
+    return max(deadline, queued_at + DELIVERY_GRACE)
 
 
 # Automatic mail that can loop with an auto-responder; regulatory letters and relayed staff
@@ -94,13 +117,26 @@ def suppression_reason(session: Session, case: Case, purpose: str, to: Sequence[
         return f"{', '.join(to)} bounced permanently: {dead[to[0]]}"
     if limits is None or purpose not in RATE_LIMITED:
         return None
-    recent = list(session.execute(select(Outbox.recipients, Outbox.created_at).where(
-        Outbox.purpose.in_(RATE_LIMITED), Outbox.status != "suppressed",
-        Outbox.created_at > now - timedelta(days=1))))
+    hour_ago = now - timedelta(hours=1)
     for address in to:
-        times = [created for recipients, created in recent if address in recipients]
-        if len([t for t in times if t > now - timedelta(hours=1)]) >= limits.rate_limit_per_hour:
+        # Automatic mail is addressed to one recipient, recorded in `limited_to` (indexed).
+        day, hour = session.execute(
+            select(func.count(), func.count(when((Outbox.created_at > hour_ago, 1))))
+            .where(Outbox.limited_to == address, Outbox.created_at > now - timedelta(days=1))
+        ).one()
+        if hour >= limits.rate_limit_per_hour:
             return f"rate limit: {limits.rate_limit_per_hour} automatic messages an hour to {address}"
-        if len(times) >= limits.rate_limit_per_day:
+        if day >= limits.rate_limit_per_day:
             return f"rate limit: {limits.rate_limit_per_day} automatic messages a day to {address}"
     return None
+
+
+def global_budget(session: Session, now: datetime, limits: WorkerSettings) -> tuple[int, datetime]:
+    """How much automatic mail may still be sent in the rolling hour to `now`, and when the
+    oldest of the hour's messages drops out of the window (a slot frees up)."""
+    sent, oldest = session.execute(
+        select(func.count(), func.min(Outbox.sent_at))
+        .where(Outbox.sent_at > now - timedelta(hours=1), Outbox.purpose.in_(RATE_LIMITED))
+    ).one()
+    # None sent in the hour yet: the first sent in this pass is the one that frees a slot.
+    return limits.global_rate_limit_per_hour - sent, (oldest or now) + timedelta(hours=1)

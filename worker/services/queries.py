@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from worker.adapters.db_models import Case, CaseEvent, InboundMessage, MailboxState, Outbox, Timer
+from worker.adapters.db_models import (
+    Case,
+    CaseEvent,
+    InboundAttempt,
+    InboundMessage,
+    MailboxState,
+    Outbox,
+    SmtpState,
+    Timer,
+)
 from worker.config import Config
 
 
@@ -53,17 +62,41 @@ def status(session: Session, config: Config) -> dict[str, Any]:
         {"reference": case.reference, "rule": timer.obligation_id, "kind": timer.kind,
          "due_at": _iso(timer.deadline_at or timer.due_at)}
         for timer, case in _overdue_timers(session, limit=50)]
-    overdue_total = session.scalar(
+    overdue += [
+        {"reference": case.reference, "rule": row.obligation_id or row.purpose,
+         "kind": "delivery", "due_at": _iso(row.deliver_by)}
+        for row, case in session.execute(_late_mail().limit(50))]
+    overdue_total = (session.scalar(
         select(func.count()).select_from(Timer).join(Case, Timer.case_id == Case.id)
-        .where(Timer.status == "breached", Case.status == "open")) or 0
+        .where(Timer.status == "breached", Case.status == "open")) or 0) + (session.scalar(
+            select(func.count()).select_from(_late_mail().subquery())) or 0)
+    smtp = session.get(SmtpState, 1)
+    retrying = [
+        {"mailbox": row.mailbox, "uid": row.uid, "attempts": row.attempts,
+         "last_error": row.last_error, "last_attempt_at": _iso(row.last_attempt_at)}
+        for row in session.scalars(select(InboundAttempt).order_by(InboundAttempt.id).limit(50))]
     return {
         "overdue": {"total": overdue_total, "latest": overdue},
         "mailboxes": mailboxes,
         "outbox": {"pending": outbox_counts.get("pending", 0),
                    "sent": outbox_counts.get("sent", 0),
                    "failed": outbox_counts.get("failed", 0), "failed_rows": failed},
-        "quarantine": {"total": quarantine_total, "latest": quarantined},
+        # Set while the SMTP server is unreachable: everything pending waits for retry_at.
+        "smtp": {"down_since": _iso(smtp.down_since), "retry_at": _iso(smtp.retry_at),
+                 "failures": smtp.failures, "last_error": smtp.last_error}
+        if smtp is not None and smtp.down_since else None,
+        "quarantine": {"total": quarantine_total, "latest": quarantined,
+                       # Messages that failed and are retried until quarantined.
+                       "retrying": retrying},
     }
+
+
+def _late_mail() -> Select[Outbox, Case]:
+    """Mail still unsent past its deadline (a breach until it goes), on open cases."""
+    return (select(Outbox, Case).join(Case, Outbox.case_id == Case.id)
+            .where(Outbox.status == "pending", Outbox.breached_at.is_not(None),
+                   Case.status == "open")
+            .order_by(Outbox.deliver_by, Outbox.id))
 
 
 def _overdue_timers(session: Session, limit: int | None = None) -> list[tuple[Timer, Case]]:
@@ -80,7 +113,11 @@ def list_cases(session: Session, *, provider: str | None = None,
                status_filter: str | None = None, overdue: bool = False) -> list[dict[str, Any]]:
     query = select(Case).order_by(Case.id)
     if overdue:
-        query = query.where(Case.id.in_(select(Timer.case_id).where(Timer.status == "breached")),
+        late = select(Outbox.case_id).where(Outbox.status == "pending",
+                                            Outbox.breached_at.is_not(None))
+        query = query.where(or_(Case.id.in_(select(Timer.case_id)
+                                            .where(Timer.status == "breached")),
+                                Case.id.in_(late)),
                             Case.status == "open")
     if provider:
         query = query.where(Case.provider_id == provider)

@@ -3,6 +3,9 @@
 Each timer fires in its own transaction together with everything it causes (the outbox row,
 the next occurrence, the audit events), and only while it is still `pending`; so running
 the sweep twice at the same `now`, or crashing half-way, never sends anything twice.
+
+After each dispatch it also finds mail that missed its deadline in the outbox (an SMTP outage)
+and mail held back by the global rate limit, and tells staff.
 """
 
 from __future__ import annotations
@@ -10,17 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import Case, Timer
+from worker.adapters.db_models import Case, Outbox, Timer
 from worker.config import Config, MailboxConfig
 from worker.core.letters import local_datetime_text
 from worker.core.rules import Obligation, Owner, ProviderRules
+from worker.services.outbox import deliver_by
 from worker.services.staff import StaffDesk
 
 log = logging.getLogger(__name__)
@@ -57,9 +62,86 @@ class TimerSweep:
                 fired += 1
         return fired
 
+    def late_mail(self, *, now: datetime) -> int:
+        """Record a breach, once, for each unsent message past its deadline, and alert the
+        stage owner (the alert waits in the outbox too, and goes when the server is back)."""
+        with self.sessions() as session:
+            late = list(session.scalars(
+                select(Outbox.id).where(Outbox.status == "pending", Outbox.deliver_by < now,
+                                        Outbox.breached_at.is_(None)).order_by(Outbox.id)))
+        breached = 0
+        for outbox_id in late:
+            with transaction(self.sessions) as session:
+                query = select(Outbox).where(Outbox.id == outbox_id, Outbox.status == "pending",
+                                             Outbox.breached_at.is_(None))
+                if session.get_bind().dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                row = session.scalar(query)
+                if row is None or row.case_id is None or row.deliver_by is None:
+                    continue  # Sent, or recorded by another worker, meanwhile.
+                row.breached_at = now
+                self._late(session, row, session.get_one(Case, row.case_id), row.deliver_by, now)
+                breached += 1
+        return breached
+
+    def _late(self, session: Session, row: Outbox, case: Case, due: datetime,
+              now: datetime) -> None:
+        rules = self.providers()[case.provider_id]
+        obligation = rules.obligation(row.obligation_id) if row.obligation_id else None
+        repo.add_event(session, case.id, "breach", at=now, outbox_id=row.id, detail={
+            "rule": row.obligation_id,
+            "severity": obligation.severity.value if obligation else None,
+            "kind": "delivery", "purpose": row.purpose, "due_at": due.isoformat(),
+            "reason": f"not delivered by its deadline: {row.last_error or 'not yet sent'}"})
+        rule = f" ({obligation.id}, {obligation.severity.value}: {obligation.quote})" \
+            if obligation else ""
+        self._alert(
+            session, case, rules, self._mailbox(case), now,
+            stage_number=obligation.stage if obligation else case.stage,
+            key=f"alert:late:{row.idempotency_key}",
+            title=f"{row.purpose} not delivered by its deadline",
+            detail=f"The {row.purpose} to {', '.join(row.recipients)} had to leave by "
+                   f"{local_datetime_text(due, rules.timezone)}{rule}. It is still waiting "
+                   f"in the outbox: {row.last_error or 'not yet sent'}. It goes out as soon "
+                   "as the mail server takes it; if the customer must have it sooner, "
+                   "contact them another way.")
+
+    def rate_limited(self, deferred: list[int], *, now: datetime) -> None:
+        """Tell each mailbox's staff, once per clock hour, that automatic mail is held back."""
+        if not deferred:
+            return
+        with transaction(self.sessions) as session:
+            rows = list(session.scalars(select(Outbox).where(Outbox.id.in_(deferred))
+                                        .order_by(Outbox.id)))
+            for mailbox_name in dict.fromkeys(row.mailbox for row in rows):
+                held = [row for row in rows if row.mailbox == mailbox_name and row.case_id]
+                key = f"alert:global-limit:{mailbox_name}:{now:%Y-%m-%dT%H}"
+                if not held or session.scalar(select(Outbox.id).where(
+                        Outbox.idempotency_key == key)):
+                    continue
+                # The alert is about the whole mailbox; it is filed on the first held case.
+                case = session.get_one(Case, held[0].case_id)
+                rules = self.providers()[case.provider_id]
+                limit = self.config.worker.global_rate_limit_per_hour
+                self.desk.to_roles(
+                    session, case, rules, self._mailbox(case), roles=[], template="alert",
+                    purpose="alert", now=now, key=key,
+                    extra={"alert": {
+                        "title": "automatic mail held back by the global rate limit",
+                        "detail": f"More than {limit} automatic messages (acknowledgements "
+                                  f"and updates) an hour: {len(held)} are waiting, and go out "
+                                  "as the limit allows, from "
+                                  f"{local_datetime_text(held[0].next_attempt_at, rules.timezone)}"
+                                  ". Nothing is dropped. A flood of complaints or a mail loop "
+                                  "can cause this: check `complaints-worker status` and the "
+                                  "latest cases."}})
+
+    def _mailbox(self, case: Case) -> MailboxConfig:
+        return next(m for m in self.config.mailboxes if m.name == case.mailbox)
+
     def _fire(self, session: Session, timer: Timer, case: Case, now: datetime) -> None:
         rules = self.providers()[case.provider_id]
-        mailbox = next(m for m in self.config.mailboxes if m.name == case.mailbox)
+        mailbox = self._mailbox(case)
         timer.status, timer.fired_at = "fired", now
         repo.add_event(session, case.id, "timer_fired", at=now, detail={
             "rule": timer.obligation_id, "kind": timer.kind, "occurrence": timer.occurrence,
@@ -79,8 +161,8 @@ class TimerSweep:
             self._remind(session, timer, case, rules, mailbox, obligation, now)
         elif timer.kind == "hard_limit":
             self._breach(session, timer, case, obligation, now, hard=True)
-            self._alert(session, case, rules, mailbox, obligation, timer, now,
-                        title=f"hard limit missed: {obligation.id}")
+            self._timer_alert(session, case, rules, mailbox, obligation, timer, now,
+                              title=f"hard limit missed: {obligation.id}")
         elif obligation.owner is Owner.STAFF:
             self._breach(session, timer, case, obligation, now, hard=False)
             self._escalate(session, timer, case, rules, mailbox, obligation, now)
@@ -118,18 +200,25 @@ class TimerSweep:
             key=f"escalation:{case.reference}:{obligation.id}:{timer.occurrence}",
             extra=self._obligation_context(rules, obligation, timer.due_at, stage_number=number))
 
-    def _alert(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
-               obligation: Obligation, timer: Timer, now: datetime, *, title: str,
-               detail: str = "") -> None:
-        stage = rules.stage(obligation.stage)
-        self.desk.to_roles(
-            session, case, rules, mailbox, roles=[stage.owner] if stage else [],
-            template="alert", purpose="alert", now=now,
+    def _timer_alert(self, session: Session, case: Case, rules: ProviderRules,
+                     mailbox: MailboxConfig, obligation: Obligation, timer: Timer, now: datetime,
+                     *, title: str, detail: str = "") -> None:
+        self._alert(
+            session, case, rules, mailbox, now, stage_number=obligation.stage,
             key=f"alert:{case.reference}:{obligation.id}:{timer.kind}:{timer.occurrence}",
-            extra={"alert": {"title": title, "detail": detail or (
+            title=title, detail=detail or (
                 f"{obligation.id} ({obligation.severity.value}) was due by "
                 f"{local_datetime_text(timer.deadline_at or timer.due_at, rules.timezone)}: "
-                f"{obligation.quote}")}})
+                f"{obligation.quote}"))
+
+    def _alert(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
+               now: datetime, *, stage_number: int, key: str, title: str, detail: str) -> None:
+        """An alert to the owner of a stage (the notify addresses when nobody holds it)."""
+        stage = rules.stage(stage_number)
+        self.desk.to_roles(
+            session, case, rules, mailbox, roles=[stage.owner] if stage else [],
+            template="alert", purpose="alert", now=now, key=key,
+            extra={"alert": {"title": title, "detail": detail}})
 
     def _breach(self, session: Session, timer: Timer, case: Case, obligation: Obligation,
                 now: datetime, *, hard: bool, deadline: datetime | None = None,
@@ -152,26 +241,35 @@ class TimerSweep:
                                                  f"{case.adr_exception_reason}"})
             return
         assert obligation.template is not None
-        self.desk.letter(session, case, rules, mailbox, template=obligation.template,
-                         purpose=PURPOSES.get(obligation.template, "update"), now=now,
-                         key=f"{obligation.id.replace('_', '-')}:{case.reference}")
+        row = self.desk.letter(session, case, rules, mailbox, template=obligation.template,
+                               purpose=PURPOSES.get(obligation.template, "update"), now=now,
+                               key=f"{obligation.id.replace('_', '-')}:{case.reference}")
+        deadline = timer.deadline_at or timer.due_at
+        if obligation.from_regime:
+            # The regulator counts the threshold in weeks, so in days: a letter that leaves on
+            # the threshold's (local) day is on time, one that leaves the day after is not.
+            deadline = _end_of_local_day(deadline, rules.timezone)
+        _fulfils(row, obligation, deadline, now)
 
     def _update(self, session: Session, timer: Timer, case: Case, rules: ProviderRules,
                 mailbox: MailboxConfig, obligation: Obligation, now: datetime) -> None:
         """No update went out in time: send the template once, even after a long downtime."""
         assert obligation.template is not None
-        self.desk.letter(session, case, rules, mailbox, template=obligation.template,
-                         purpose=PURPOSES.get(obligation.template, "update"), now=now,
-                         key=f"{obligation.id.replace('_', '-')}:{case.reference}:"
-                             f"{timer.occurrence}", limited=True)
+        row = self.desk.letter(session, case, rules, mailbox, template=obligation.template,
+                               purpose=PURPOSES.get(obligation.template, "update"), now=now,
+                               key=f"{obligation.id.replace('_', '-')}:{case.reference}:"
+                                   f"{timer.occurrence}", limited=True)
+        # The update must reach the customer by the occurrence's deadline (it is sent
+        # `send_before` it, which is its slack).
+        _fulfils(row, obligation, timer.deadline_at or timer.due_at, now)
         missed = self.desk.schedule_next(session, case, rules, obligation, timer, now)
         for deadline in missed:
             self._breach(session, timer, case, obligation, now, hard=False, deadline=deadline,
                          reason="missed while the worker was not running; caught up once",
                          outstanding=False)
         if missed:
-            self._alert(session, case, rules, mailbox, obligation, timer, now,
-                        title=f"{len(missed)} {obligation.id} occurrence(s) missed",
+            self._timer_alert(session, case, rules, mailbox, obligation, timer, now,
+                              title=f"{len(missed)} {obligation.id} occurrence(s) missed",
                         detail="The worker was not running when these updates were due: "
                                + ", ".join(local_datetime_text(d, rules.timezone) for d in missed)
                                + ". One update has now been sent; each missed one is recorded "
@@ -204,3 +302,17 @@ class TimerSweep:
                            "due_local": local_datetime_text(due, rules.timezone)},
             "stage_owner": f"{stage.name} ({stage.owner})" if stage else "staff",
         }
+
+
+def _fulfils(row: Outbox, obligation: Obligation, deadline: datetime, now: datetime) -> None:
+    """Mark a queued letter as fulfilling `obligation`, so an outage that holds it past its
+    deadline is a breach (a suppressed letter never leaves; staff were alerted already)."""
+    row.obligation_id = obligation.id
+    if row.status == "pending":
+        row.deliver_by = deliver_by(deadline, now)
+
+
+def _end_of_local_day(instant: datetime, timezone: str) -> datetime:
+    zone = ZoneInfo(timezone)
+    day = instant.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(day, time(0), zone)
