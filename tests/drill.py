@@ -67,8 +67,9 @@ QUARANTINE_REASONS = {
     Kind.LIST_MAIL: "matching no case",
     Kind.STRAY_BOUNCE: "matching no case",
     Kind.MALFORMED: "unparseable",
-    Kind.OVERSIZE: "limit",
 }
+# A new complaint, whatever its size: one over the size limit opens its case from its header.
+OPENS_CASE = {Kind.COMPLAINT, Kind.OVERSIZE}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,7 +96,7 @@ class MailPlan:
 
     def case_of(self, message: Planned) -> int | None:
         """The index of the complaint whose case `message` must be recorded on, if any."""
-        if message.kind is Kind.COMPLAINT:
+        if message.kind in OPENS_CASE:
             return message.index
         if message.kind is Kind.DUPLICATE:
             assert message.original is not None
@@ -108,7 +109,7 @@ class MailPlan:
         return "quarantined" if message.kind in QUARANTINE_REASONS else "processed"
 
     def complaints(self) -> list[Planned]:
-        return [m for m in self.messages if m.kind is Kind.COMPLAINT]
+        return [m for m in self.messages if m.kind in OPENS_CASE]
 
 
 # Batches of mail, one per day around 8 April 2026, when the ADR threshold drops from 8 weeks
@@ -216,7 +217,7 @@ def _make(rng: random.Random, index: int, kind: Kind, mailbox: str, batch: int, 
                else f"Subject: orphan {index}\r\nMessage-ID: {message_id}\r\n\r\nbody\r\n".encode())
         return base(kind=kind, raw=raw, message_id=None if index % 2 else message_id)
     assert kind is Kind.OVERSIZE
-    raw = _mail(sender=f"big{index}@example.org", name="Big Sender", to=to, at=at,
+    raw = _mail(sender=f"customer{index}@example.org", name="Big Sender", to=to, at=at,
                 subject="Photos of the fault", message_id=message_id,
                 text="Please see below.\n" + ("x" * 76 + "\n") * (max_bytes // 77 + 100))
     return base(kind=kind, raw=raw, message_id=message_id)

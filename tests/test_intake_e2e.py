@@ -261,6 +261,32 @@ def test_unparseable_mail_is_quarantined_with_reason(tmp_path: Path, pymap, smtp
     worker.close()
 
 
+def test_oversize_complaint_opens_a_case_and_staff_are_told_to_read_it_on_the_server(
+        tmp_path: Path, pymap, smtp):
+    photos = customer_mail(sender="big@example.org", name="Big Photos", to=CLARANET,
+                           subject="Photos of the damage", at=T0,
+                           text="Photos attached.\n" + "x" * 76 * 2000 + "\n")
+    auto = customer_mail(sender="away@example.org", name="Away", to=CLARANET, at=T0,
+                         subject="Out of office", text="y" * 76 * 2000 + "\n",
+                         headers={"Auto-Submitted": "auto-replied"})
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(photos, T0), (auto, T0)])
+    worker = Worker.create(
+        tmp_path, imap_port=pymap.port, smtp_port=smtp.port, worker={"max_message_bytes": 50_000},
+        mailboxes=[mailbox_for("claranet-soho", extra={"notify": ["desk@claranetsoho.co.uk"]})])
+    worker.once(T0)
+
+    [case] = worker.cases()
+    assert case["customer"] == "big@example.org"
+    assert [m.rcpt_tos for m in acks(smtp)] == [("big@example.org",)], "the complaint is acknowledged"
+    [note] = [m for m in smtp.received if m.message["X-Complaints-Worker-Purpose"] == "staff-notification"]
+    text = note.message.get_body(("plain",)).get_content()
+    assert "over the 48 kB limit" in text and "folder INBOX; read it there" in text
+    quarantine = worker.status()["quarantine"]
+    assert quarantine["total"] == 1
+    assert "over the" in quarantine["latest"][0]["reason"], "the auto-reply keeps a clear reason"
+    worker.close()
+
+
 def test_backlog_import_opens_cases_without_acknowledging(tmp_path: Path, pymap, smtp):
     deliver_many(
         "127.0.0.1",

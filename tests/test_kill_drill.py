@@ -312,7 +312,7 @@ def test_kills_soon_after_a_fetch_are_not_blamed_on_the_first_message(
     valid complaint far more often than chance, and three of them quarantine it: never
     acknowledged, and the customer's next message opens a second case.
     """
-    plan = plan_mail(["halo-tech-group"], total=15, seed=SEED, mix={Kind.COMPLAINT: 1},
+    plan = plan_mail(["halo-tech-group"], total=40, seed=SEED, mix={Kind.COMPLAINT: 1},
                      specials=False)
     complaints = plan.complaints()
     config = write_config(tmp_path / "config.toml", db_url=f"sqlite:///{tmp_path}/worker.db",
@@ -326,7 +326,7 @@ def test_kills_soon_after_a_fetch_are_not_blamed_on_the_first_message(
         now = evening(plan.messages[-1].internaldate)
         process: WorkerProcess = drill.process
         kills = 0
-        for _ in range(6):  # A pass that ends before its kill is simply a pass.
+        for _ in range(10):  # A pass that ends before its kill is simply a pass.
             kills += process.once(phase=1, now=now, kill_when=AfterBodiesFetched(0.07)).killed
             if kills == 3:
                 break

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -271,13 +271,12 @@ class IngestService:
             return "already-stored"
         self._advance(session, mailbox, fetched.uid)
         parsed = parse_message(fetched.raw)
-        if fetched.truncated:
-            limit = self.config.worker.max_message_bytes
-            self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
-                        status="quarantined",
-                        reason=f"message of {fetched.size} bytes is over the {limit}-byte limit; "
-                               "only its header was stored (the message stays on the server)")
-            return "quarantined"
+        oversize = self._oversize_note(mailbox, fetched) if fetched.truncated else None
+        if oversize is not None:
+            # Only the header was fetched. It is handled like any message, by its header: a
+            # complaint with large photos is still a complaint, its clock starts now, and staff
+            # are told to read it on the server.
+            parsed = replace(parsed, text=f"[{oversize}]")
         dedupe_key = parsed.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
         first = repo.first_with_dedupe_key(session, mailbox.name, dedupe_key)
         if first is not None:
@@ -303,13 +302,20 @@ class IngestService:
             "threading": match.reason,
             "message_id": parsed.message_id,
         }
-        warnings: list[str] = []
+        if oversize:
+            detail["over_size_limit_bytes"] = fetched.size
+        warnings: list[str] = [oversize] if oversize else []
         sender = parsed.from_address or ""
         if classification.kind is MessageKind.HUMAN and sender in mailbox.staff:
             check = check_staff(
                 parsed, staff=mailbox.staff,
                 notification_ids=notification_ids(session, match.case_id) if match.case_id else (),
                 trusted_authserv_ids=mailbox.trusted_authserv_ids)
+            if check.proven_by is not None and oversize:
+                self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
+                            status="quarantined", dedupe_key=dedupe_key, kind=MessageKind.HUMAN,
+                            reason=f"staff mail not relayed: {oversize}")
+                return "quarantined"
             if check.proven_by is not None:
                 return self._from_staff(session, mailbox, uidvalidity, fetched, parsed,
                                         match.case_id, check.proven_by, dedupe_key, detail, now)
@@ -325,12 +331,22 @@ class IngestService:
                 "they have a case of their own. Check whether they are connected to it.")
         decision = decide_intake(parsed, classification, match, received_at=fetched.internaldate,
                                  acknowledge=acknowledge, now=now)
+        if oversize and isinstance(decision, Quarantine):
+            decision = Quarantine(reason=f"{decision.reason}; {oversize}")
         if "security" in detail and isinstance(decision, JoinCase):
             decision = JoinCase(case_id=decision.case_id, event_kind=decision.event_kind,
                                 add_party=None)
         return self._apply(session, decision, mailbox, uidvalidity, fetched, parsed,
                            classification, detail, dedupe_key=dedupe_key, now=now,
                            warnings=warnings)
+
+    def _oversize_note(self, mailbox: MailboxConfig, fetched: FetchedMessage) -> str:
+        limit = self.config.worker.max_message_bytes
+        where = mailbox.processed_folder or mailbox.folder
+        return (f"This message is {_size(fetched.size)}, over the {_size(limit)} limit "
+                f"(max_message_bytes): only its header was "
+                f"read. The whole message is kept on the IMAP server of mailbox {mailbox.name}, "
+                f"folder {where}; read it there.")
 
     def _from_staff(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
                     fetched: FetchedMessage, parsed: ParsedMessage, case_id: int | None,
@@ -499,3 +515,6 @@ def _count(result: PollResult, outcome: str) -> None:
     elif outcome == "retry":
         result.retrying += 1
 
+
+def _size(size: int) -> str:
+    return f"{size / 1_048_576:.1f} MB" if size >= 1_048_576 else f"{max(size // 1024, 1)} kB"
