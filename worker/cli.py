@@ -135,16 +135,57 @@ def _work(args: argparse.Namespace, path: Path) -> int:
     from worker.bootstrap import build_app
 
     app = build_app(path)
+    guard = _single_worker_guard(app.config.database_url)
     try:
         _require_current_schema(app.config.database_url, app.engine)
+        if guard is not None:
+            guard.acquire()
         if args.command == "once":
-            result = app.cycle.run_pass(now=args.now or datetime.now(UTC),
-                                        acknowledge=False if args.no_acknowledge else None)
-            _print_pass(result)
-            return EXIT_OK if result.ok else EXIT_FAILURE
-        return _run_forever(app)
+            return _once(app, args, shared=guard is None)
+        return _run_forever(app, shared=guard is None)
     finally:
+        if guard is not None:
+            guard.release()
         app.close()
+
+
+def _single_worker_guard(url: str) -> Any:
+    """SQLite takes one worker; None for a database that several workers may share."""
+    from sqlalchemy.engine import make_url
+
+    from worker.adapters.locks import SingleWorkerGuard
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if not parsed.database or parsed.database == ":memory:":
+        return None
+    return SingleWorkerGuard(Path(parsed.database).resolve())
+
+
+def _mailbox_lock(app: Any, mailbox: Any) -> Any:
+    from worker.adapters.locks import AdvisoryLock
+
+    return AdvisoryLock(app.engine, f"mailbox:{mailbox.name}")
+
+
+def _once(app: Any, args: argparse.Namespace, *, shared: bool) -> int:
+    """One pass. On a shared database it polls only the mailboxes no other worker holds."""
+    locks = [_mailbox_lock(app, m) for m in app.config.mailboxes] if shared else []
+    try:
+        owned = [lock for lock in locks if lock.try_hold()]
+        for lock in locks:
+            if lock not in owned:
+                print(f"{lock.name.removeprefix('mailbox:')}: skipped, another worker is polling it")
+        only = [m for m, lock in zip(app.config.mailboxes, locks, strict=True) if lock in owned] \
+            if shared else None
+        result = app.cycle.run_pass(now=args.now or datetime.now(UTC), only=only,
+                                    acknowledge=False if args.no_acknowledge else None)
+    finally:
+        for lock in locks:
+            lock.release()
+    _print_pass(result)
+    return EXIT_OK if result.ok else EXIT_FAILURE
 
 
 def _read(args: argparse.Namespace, path: Path) -> int:
@@ -284,49 +325,71 @@ def _require_current_schema(url: str, engine: Any) -> None:
                           "run `complaints-worker db upgrade` first")
 
 
-def _run_forever(app: Any) -> int:
-    """APScheduler runs the periodic ticks; deadlines live in the timer table, not in jobs.
+def _run_forever(app: Any, *, shared: bool) -> int:
+    """Each mailbox has a thread that polls it and then waits in IMAP IDLE (or the poll
+    interval); APScheduler runs the timer tick. Deadlines live in the timer table, not in jobs.
 
-    The poll tick ingests mail; the timer tick fires due timers and dispatches the outbox. A
-    lock keeps the two from writing at once (SQLite has one writer), and each finishes the unit
-    of work in hand before a stop.
+    A lock keeps the threads from writing at once (SQLite has one writer, and one process
+    gains little from more), and each finishes the unit of work in hand before a stop. On a
+    shared database a mailbox is polled only by the worker holding its advisory lock.
     """
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    from worker.adapters.imap import ImapMailbox
     from worker.services.cycle import PassResult
+    from worker.services.watch import MailboxWatcher
 
     stop = threading.Event()
     work = threading.Lock()
+    settings = app.config.worker
+    sources = {m.name: ImapMailbox(m, keep_open=True) for m in app.config.mailboxes}
+    app.cycle.mailbox_factory = lambda mailbox: sources[mailbox.name]
 
-    def tick(name: str, step: Any) -> None:
+    def timers() -> None:
         with work:
             if stop.is_set():
                 return
             try:
-                step(PassResult(), now=datetime.now(UTC))
+                app.cycle.fire_and_send(PassResult(), now=datetime.now(UTC))
             except Exception:
-                log.exception("%s tick failed; the next tick will retry", name)
+                log.exception("timer tick failed; the next tick will retry")
 
-    def poll(result: Any, *, now: datetime) -> None:
-        app.cycle.poll_mailboxes(result, now=now, respect_backoff=True, should_stop=stop.is_set)
-        app.cycle.fire_and_send(result, now=now)  # Acknowledge new mail at once.
+    def poll(mailbox: Any) -> int:
+        """Poll one mailbox and send what it queued at once; returns how many were fetched."""
+        with work:
+            if stop.is_set():
+                return 0
+            result = PassResult()
+            now = datetime.now(UTC)
+            try:
+                app.cycle.poll_mailboxes(result, now=now, respect_backoff=True,
+                                         should_stop=stop.is_set, only=[mailbox])
+                app.cycle.fire_and_send(result, now=now)
+            except Exception:
+                log.exception("mailbox %s: poll failed; it will be polled again", mailbox.name)
+                return 0
+            return sum(p.fetched for p in result.polls)
 
-    settings = app.config.worker
+    watchers = [MailboxWatcher(mailbox=m, source=sources[m.name], poll=poll, stop=stop,
+                               poll_seconds=settings.poll_interval_seconds,
+                               ownership=_mailbox_lock(app, m) if shared else None)
+                for m in app.config.mailboxes]
     scheduler = BackgroundScheduler(timezone=UTC)
-    scheduler.add_job(tick, "interval", args=["poll", poll], id="poll",
-                      seconds=settings.poll_interval_seconds, next_run_time=datetime.now(UTC),
-                      max_instances=1, coalesce=True)
-    scheduler.add_job(tick, "interval", args=["timers", app.cycle.fire_and_send], id="timers",
-                      seconds=settings.sweep_interval_seconds, max_instances=1, coalesce=True)
+    scheduler.add_job(timers, "interval", id="timers", seconds=settings.sweep_interval_seconds,
+                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     scheduler.start()
-    log.info("worker running: %d mailbox(es), polling every %ss, timers every %ss",
-             len(app.config.mailboxes), settings.poll_interval_seconds,
+    for watcher in watchers:
+        watcher.start()
+    log.info("worker running: %d mailbox(es), IMAP IDLE where offered (else polling every %ss), "
+             "timers every %ss", len(app.config.mailboxes), settings.poll_interval_seconds,
              settings.sweep_interval_seconds)
     stop.wait()
     log.info("stopping: finishing the unit of work in hand")
     scheduler.shutdown(wait=True)
+    for watcher in watchers:
+        watcher.join()
     return EXIT_OK
 
 
@@ -341,12 +404,19 @@ def _output(data: Any, as_json: bool, human: Any) -> None:
 def _print_pass(result: Any) -> None:
     for poll in result.polls:
         print(f"{poll.mailbox}: {poll.fetched} fetched, {poll.cases_opened} new case(s), "
-              f"{poll.joined} joined, {poll.quarantined} quarantined, {poll.duplicates} duplicate(s)")
+              f"{poll.joined} joined, {poll.quarantined} quarantined, {poll.duplicates} duplicate(s)"
+              + (f", {poll.retrying} failed (tried again next pass)" if poll.retrying else ""))
     for name, error in result.mailbox_errors.items():
         print(f"{name}: ERROR {error}")
     d = result.dispatch
     print(f"outbox: {d.sent} sent, {d.retrying} to retry, {d.failed} failed"
           + (f" (SMTP unavailable: {d.outage})" if d.outage else ""))
+    if d.deferred:
+        print(f"outbox: {len(d.deferred)} automatic message(s) held back by the global rate limit")
+    if result.late_mail:
+        print(f"outbox: {result.late_mail} message(s) past their deadline: breaches recorded")
+    if result.database_error:
+        print(f"timers and outbox: ERROR {result.database_error}")
 
 
 def _rules_state(config: Any) -> dict[str, Any]:
@@ -373,6 +443,10 @@ def _print_status(data: dict[str, Any]) -> None:
               f"  backlog {m['backlog'] if m['backlog'] is not None else '?'}  {state}")
     o = data["outbox"]
     print(f"outbox: {o['pending']} pending, {o['sent']} sent, {o['failed']} failed")
+    if data.get("smtp"):
+        s = data["smtp"]
+        print(f"smtp: UNAVAILABLE since {s['down_since']} ({s['failures']} failed attempt(s)), "
+              f"next try {s['retry_at']}: {s['last_error']}")
     for row in o["failed_rows"]:
         print(f"  failed #{row['id']} {row['purpose']}: {row['error']}")
     overdue = data["overdue"]
@@ -383,6 +457,9 @@ def _print_status(data: dict[str, Any]) -> None:
     print(f"quarantine: {q['total']} message(s)")
     for row in q["latest"]:
         print(f"  #{row['id']} {row['mailbox']} uid {row['uid']}: {row['reason']}")
+    for row in q.get("retrying", []):
+        print(f"  retrying {row['mailbox']} uid {row['uid']} ({row['attempts']} failed): "
+              f"{row['last_error']}")
 
 
 def _print_case_list(rows: list[dict[str, Any]]) -> None:

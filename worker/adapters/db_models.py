@@ -220,6 +220,8 @@ class Outbox(Base):
     # The recipient of rate-limited automatic mail (acknowledgements, updates; one address
     # each), so the limits are indexed counts; NULL for all other mail and for suppressed rows.
     limited_to: Mapped[str | None] = mapped_column(String(320))
+    # Set while a worker is sending the row; another worker may take it once this has passed.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SmtpState(Base):

@@ -9,7 +9,7 @@ picks up where this one stopped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -73,21 +73,24 @@ class Cycle:
 
     def run_pass(self, *, now: datetime, acknowledge: bool | None = None,
                  respect_backoff: bool = False,
-                 should_stop: Callable[[], bool] = lambda: False) -> PassResult:
-        """Everything due at `now`: poll every mailbox, fire due timers, send the outbox."""
+                 should_stop: Callable[[], bool] = lambda: False,
+                 only: Sequence[MailboxConfig] | None = None) -> PassResult:
+        """Everything due at `now`: poll the mailboxes, fire due timers, send the outbox."""
         result = PassResult()
         self.poll_mailboxes(result, now=now, acknowledge=acknowledge,
-                            respect_backoff=respect_backoff, should_stop=should_stop)
+                            respect_backoff=respect_backoff, should_stop=should_stop, only=only)
         if not should_stop():
             self.fire_and_send(result, now=now)
         return result
 
     def poll_mailboxes(self, result: PassResult, *, now: datetime,
                        acknowledge: bool | None = None, respect_backoff: bool = False,
-                       should_stop: Callable[[], bool] = lambda: False) -> None:
+                       should_stop: Callable[[], bool] = lambda: False,
+                       only: Sequence[MailboxConfig] | None = None) -> None:
+        """Poll every mailbox, or those in `only` (the ones this worker owns)."""
         if self.rules_watcher is not None:
             self.rules_watcher.refresh(now)
-        for mailbox in self.config.mailboxes:
+        for mailbox in self.config.mailboxes if only is None else only:
             if should_stop():
                 break
             health = self.health[mailbox.name]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
@@ -24,6 +25,11 @@ from worker.errors import SendFailure, SendFailureKind
 from worker.services.outbox import RATE_LIMITED, global_budget
 
 log = logging.getLogger(__name__)
+
+# Rows are claimed this many at a time, for this long: a worker that dies holding a claim only
+# delays those rows, and a live one finishes a chunk long before its claim lapses.
+CLAIM_CHUNK = 20
+CLAIM_FOR = timedelta(minutes=5)
 
 
 @dataclass(slots=True)
@@ -61,12 +67,47 @@ class DispatchService:
     def dispatch_due(self, *, now: datetime, limit: int = 500) -> DispatchResult:
         return asyncio.run(self._dispatch(now=now, limit=limit))
 
-    def _due(self, now: datetime, limit: int) -> list[tuple[int, str]]:
-        with self.sessions() as session:
-            return [(row_id, purpose) for row_id, purpose in session.execute(
-                select(Outbox.id, Outbox.purpose)
-                .where(Outbox.status == "pending", Outbox.next_attempt_at <= now)
-                .order_by(Outbox.id).limit(limit))]
+    def _claimed(self, now: datetime, limit: int) -> Generator[tuple[int, str], None, None]:
+        """Due rows in id order, claimed a chunk at a time so that several workers never send
+        the same row at once. A claim lapses after CLAIM_FOR (a worker that died holding it);
+        rows claimed but not handed out are released when the caller stops early."""
+        handed = after = 0
+        while handed < limit:
+            chunk = self._claim(now, min(CLAIM_CHUNK, limit - handed), after)
+            if not chunk:
+                return
+            taken = 0
+            try:
+                for row in chunk:
+                    taken += 1
+                    handed += 1
+                    after = row[0]  # A row handed out once is not claimed again this pass.
+                    yield row
+            finally:
+                self._release([row_id for row_id, _ in chunk[taken:]])
+
+    def _claim(self, now: datetime, limit: int, after: int) -> list[tuple[int, str]]:
+        with transaction(self.sessions) as session:
+            query = (select(Outbox.id, Outbox.purpose)
+                     .where(Outbox.id > after, Outbox.status == "pending",
+                            Outbox.next_attempt_at <= now,
+                            or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now))
+                     .order_by(Outbox.id).limit(limit))
+            shared = session.get_bind().dialect.name == "postgresql"
+            if shared:
+                query = query.with_for_update(skip_locked=True)
+            rows = [(row_id, purpose) for row_id, purpose in session.execute(query)]
+            # SQLite has one worker: no claims, so a restart after a crash re-sends at once.
+            if rows and shared:
+                session.execute(update(Outbox).where(Outbox.id.in_([i for i, _ in rows]))
+                                .values(claimed_until=now + CLAIM_FOR))
+            return rows
+
+    def _release(self, ids: list[int]) -> None:
+        if ids:
+            with transaction(self.sessions) as session:
+                session.execute(update(Outbox).where(Outbox.id.in_(ids))
+                                .values(claimed_until=None))
 
     async def _dispatch(self, *, now: datetime, limit: int) -> DispatchResult:
         result = DispatchResult()
@@ -77,9 +118,17 @@ class DispatchService:
                 _hold_pending(session, state.retry_at)
                 result.outage = state.last_error
                 return result
-        due = self._due(now, limit)
-        if not due:
+        claimed = self._claimed(now, limit)
+        first = next(claimed, None)
+        if first is None:
             return result
+        try:
+            return await self._send(chain([first], claimed), now, result)
+        finally:
+            claimed.close()  # Releases whatever was claimed but not reached.
+
+    async def _send(self, due: Iterator[tuple[int, str]], now: datetime,
+                    result: DispatchResult) -> DispatchResult:
         with self.sessions() as session:
             budget, frees_at = global_budget(session, now, self.settings)
         # Consecutive transient failures since the last success: two, or the only message
@@ -160,6 +209,7 @@ class DispatchService:
                                detail={"purpose": row.purpose, "message_id": row.message_id,
                                        "reason": reason, "until": until.isoformat()})
             row.last_error = reason
+            row.claimed_until = None
 
     def _mark_sent(self, outbox_id: int, reply: str, now: datetime) -> None:
         with transaction(self.sessions) as session:
@@ -194,6 +244,7 @@ class DispatchService:
                 kind = "email_failed"
             else:
                 row.next_attempt_at = retry_at or now + retry_delay(row.attempts, self.settings)
+                row.claimed_until = None
                 result.retrying += 1
                 kind = "email_retry_scheduled"
             if row.case_id is not None:
