@@ -56,6 +56,16 @@ def test_soft_bounce_is_recorded_and_mail_continues(desk: Desk):
     assert len(purpose(desk.smtp, "update")) == 1
 
 
+def test_delay_warning_is_recorded_as_a_soft_bounce(desk: Desk):
+    desk.deliver(dsn(desk, "4.4.7", "451 4.4.7 Delivery time expired, still retrying")
+                 .replace(b"Action: failed", b"Action: delayed"))
+    assert "soft_bounce" in desk.events() and "address_undeliverable" not in desk.events()
+    assert purpose(desk.smtp, "alert") == []
+    desk.now = datetime(2026, 11, 17, 17, 0, tzinfo=desk.now.tzinfo)
+    desk.worker.once(desk.now)
+    assert len(purpose(desk.smtp, "update")) == 1
+
+
 def test_automatic_mail_to_one_address_is_rate_limited_and_staff_are_told(desk: Desk):
     # An auto-responder that escapes detection keeps writing new mail: five more complaints
     # within the hour make six acknowledgements in all; the sixth is suppressed.
