@@ -22,9 +22,11 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
-## bench: print the benchmark figures (not part of make test)
+## bench: print the benchmark figures (not part of make test); bench/RESULTS.md records them.
+## Calendar, ingest (vs django-helpdesk), latency, scale in turn; ingest and latency need ../shared.
+## `make bench BENCH_ARGS=--quick` is a small smoke run; BENCH_ARGS="--only ingest" picks one.
 bench: $(STAMP)
-	$(BIN)/python bench/calendar_bench.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests $(wildcard bench)
