@@ -94,7 +94,9 @@ def test_three_workers_killed_and_restarted(tmp_path: Path, pg_url: str, dovecot
     config = write_config(tmp_path / "config.toml", db_url=pg_url, imap_port=dovecot.port,
                           smtp_port=smtp.port, mailboxes=mailboxes,
                           worker={"poll_interval_seconds": 1, "sweep_interval_seconds": 1,
-                                  "global_rate_limit_per_hour": 100_000})
+                                  "global_rate_limit_per_hour": 100_000,
+                                  # Claims left by killed workers lapse within the test's time.
+                                  "outbox_claim_seconds": 10})
     upgrade(pg_url)
     now = datetime.now(UTC)
     old = {n for n in range(COMPLAINTS) if n % OLD_EVERY == 0}

@@ -84,6 +84,8 @@ class WorkerSettings:
     outbox_retry_base_seconds: int
     outbox_retry_max_seconds: int
     outbox_give_up_hours: int
+    # How long a worker's claim on the outbox rows it is sending lasts (several workers).
+    outbox_claim_seconds: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,7 +124,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         "poll_interval_seconds", "sweep_interval_seconds", "rate_limit_per_hour",
         "rate_limit_per_day", "global_rate_limit_per_hour", "poison_attempts",
         "max_message_bytes", "outbox_retry_base_seconds", "outbox_retry_max_seconds",
-        "outbox_give_up_hours",
+        "outbox_give_up_hours", "outbox_claim_seconds",
     })
     worker = WorkerSettings(
         poll_interval_seconds=check.integer(
@@ -145,6 +147,8 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
             worker_t, ("worker", "outbox_retry_max_seconds"), default=1800, minimum=1),
         outbox_give_up_hours=check.integer(
             worker_t, ("worker", "outbox_give_up_hours"), default=48, minimum=1),
+        outbox_claim_seconds=check.integer(
+            worker_t, ("worker", "outbox_claim_seconds"), default=300, minimum=5),
     )
 
     db_t = check.table(data, ("database",), required=False)

@@ -1,4 +1,4 @@
-"""outbox claims: several workers share one outbox
+"""outbox claims (several workers share one outbox); a case's pending timers by index
 
 Revision ID: 0007
 Revises: 0006
@@ -19,8 +19,13 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table('timer', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_timer_case_id_status_due_at'),
+                              ['case_id', 'status', 'due_at'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('timer', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_timer_case_id_status_due_at'))
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_column('claimed_until')

@@ -247,6 +247,8 @@ class Timer(Base):
     __tablename__ = "timer"
     __table_args__ = (
         Index(None, "status", "due_at"),
+        # A case's pending deadlines, soonest first (every staff notification lists them).
+        Index(None, "case_id", "status", "due_at"),
         UniqueConstraint("case_id", "obligation_id", "kind", "occurrence"),
     )
 

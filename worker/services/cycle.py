@@ -114,6 +114,8 @@ class Cycle:
             if self.sweep is not None:
                 result.timers_fired = self.sweep.sweep(now=now)
             result.dispatch = self.dispatch_outbox(now=now)
+            while result.dispatch.full:  # A backlog: keep going until nothing is due.
+                result.dispatch.add(self.dispatch_outbox(now=now))
             if self.sweep is not None:
                 result.late_mail = self.sweep.late_mail(now=now)
                 self.sweep.rate_limited(result.dispatch.deferred, now=now)

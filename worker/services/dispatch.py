@@ -26,10 +26,9 @@ from worker.services.outbox import RATE_LIMITED, global_budget
 
 log = logging.getLogger(__name__)
 
-# Rows are claimed this many at a time, for this long: a worker that dies holding a claim only
-# delays those rows, and a live one finishes a chunk long before its claim lapses.
+# Rows are claimed this many at a time (for `outbox_claim_seconds`): a worker that dies holding
+# a claim only delays those rows, and a live one finishes a chunk long before its claim lapses.
 CLAIM_CHUNK = 20
-CLAIM_FOR = timedelta(minutes=5)
 
 
 @dataclass(slots=True)
@@ -41,6 +40,17 @@ class DispatchResult:
     outage: str | None = None
     # Automatic mail held back by the global rate limit, by outbox id.
     deferred: list[int] = field(default_factory=list)
+    # The dispatch stopped at its limit: more mail may be due.
+    full: bool = False
+
+    def add(self, later: DispatchResult) -> None:
+        """Fold in the result of a further dispatch in the same pass."""
+        self.sent += later.sent
+        self.retrying += later.retrying
+        self.failed += later.failed
+        self.outage = later.outage
+        self.deferred += later.deferred
+        self.full = later.full
 
 
 def retry_delay(attempts: int, settings: WorkerSettings) -> timedelta:
@@ -65,12 +75,13 @@ class DispatchService:
         self.settings = settings
 
     def dispatch_due(self, *, now: datetime, limit: int = 500) -> DispatchResult:
+        """Send up to `limit` due rows; `full` says whether the limit stopped it."""
         return asyncio.run(self._dispatch(now=now, limit=limit))
 
     def _claimed(self, now: datetime, limit: int) -> Generator[tuple[int, str], None, None]:
         """Due rows in id order, claimed a chunk at a time so that several workers never send
-        the same row at once. A claim lapses after CLAIM_FOR (a worker that died holding it);
-        rows claimed but not handed out are released when the caller stops early."""
+        the same row at once. A claim lapses after `outbox_claim_seconds` (a worker that died
+        holding it); rows claimed but not handed out are released when the caller stops early."""
         handed = after = 0
         while handed < limit:
             chunk = self._claim(now, min(CLAIM_CHUNK, limit - handed), after)
@@ -99,8 +110,9 @@ class DispatchService:
             rows = [(row_id, purpose) for row_id, purpose in session.execute(query)]
             # SQLite has one worker: no claims, so a restart after a crash re-sends at once.
             if rows and shared:
+                until = now + timedelta(seconds=self.settings.outbox_claim_seconds)
                 session.execute(update(Outbox).where(Outbox.id.in_([i for i, _ in rows]))
-                                .values(claimed_until=now + CLAIM_FOR))
+                                .values(claimed_until=until))
             return rows
 
     def _release(self, ids: list[int]) -> None:
@@ -122,10 +134,20 @@ class DispatchService:
         first = next(claimed, None)
         if first is None:
             return result
+        handed = 0
+
+        def counted() -> Iterator[tuple[int, str]]:
+            nonlocal handed
+            for row in chain([first], claimed):
+                handed += 1
+                yield row
+
         try:
-            return await self._send(chain([first], claimed), now, result)
+            await self._send(counted(), now, result)
         finally:
             claimed.close()  # Releases whatever was claimed but not reached.
+        result.full = handed >= limit and result.outage is None
+        return result
 
     async def _send(self, due: Iterator[tuple[int, str]], now: datetime,
                     result: DispatchResult) -> DispatchResult:
