@@ -19,7 +19,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -120,12 +119,7 @@ def measure(server: MailServer, recipe: Path, work: Path, db_url: str,
             arrived = wait_for_acks(sink, set(appended), ACK_TIMEOUT_S, worker)
             peak_rss_kb = peak_rss(worker.pid)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            benchlib.terminate(worker, 30)
     latencies = sorted(arrived[mid] - appended[mid] for mid in appended if mid in arrived)
     text = log.read_text(errors="replace")
     return {"latencies": latencies, "missing": len(appended) - len(latencies),

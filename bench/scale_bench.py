@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -323,12 +322,7 @@ def smtp_sink(port: int) -> Iterator[None]:
         benchlib.wait_for_port(port, proc)
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        benchlib.terminate(proc, 10)
 
 
 def report(m: dict[str, Any], timed: benchlib.Timed, args: argparse.Namespace) -> None:

@@ -48,6 +48,22 @@ def test_hard_bounce_stops_mail_to_the_address_and_alerts_staff(desk: Desk):
     assert "update not sent" in body(purpose(desk.smtp, "alert")[-1])
 
 
+def test_bounce_without_our_headers_is_matched_by_the_failed_recipient(desk: Desk):
+    # A qmail-style failure notice that returns nothing of our message: only who failed.
+    desk.deliver((
+        f"From: MAILER-DAEMON@mx.example.org\r\nTo: {CLARANET}\r\n"
+        "Subject: failure notice\r\nMessage-ID: <qmail-1@mx.example.org>\r\n"
+        f"Date: {desk.now.strftime('%a, %d %b %Y %H:%M:%S +0000')}\r\n\r\n"
+        "Hi. This is the qmail-send program at mx.example.org.\r\n"
+        "I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
+        "This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
+        f"<{CUSTOMER}>:\r\n550 5.1.1 mailbox unavailable\r\n").encode())
+    assert "address_undeliverable" in desk.events()
+    [party] = [p for p in desk.case()["parties"] if p["address"] == CUSTOMER]
+    assert "5.1.1" in party["undeliverable"]
+    assert desk.worker.status()["quarantine"]["total"] == 0
+
+
 def test_soft_bounce_is_recorded_and_mail_continues(desk: Desk):
     desk.deliver(dsn(desk, "4.2.2", "452 4.2.2 Mailbox full"))
     assert "soft_bounce" in desk.events() and "address_undeliverable" not in desk.events()

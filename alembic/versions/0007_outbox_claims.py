@@ -1,4 +1,5 @@
-"""outbox claims (several workers share one outbox); a case's pending timers by index
+"""outbox claims (several workers share one outbox); indexes for a case's pending timers
+and for case parties by address (bounces matched by who failed)
 
 Revision ID: 0007
 Revises: 0006
@@ -22,9 +23,13 @@ def upgrade() -> None:
     with op.batch_alter_table('timer', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_timer_case_id_status_due_at'),
                               ['case_id', 'status', 'due_at'], unique=False)
+    with op.batch_alter_table('case_party', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_case_party_address'), ['address'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('case_party', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_case_party_address'))
     with op.batch_alter_table('timer', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_timer_case_id_status_due_at'))
     with op.batch_alter_table('outbox', schema=None) as batch_op:

@@ -154,7 +154,8 @@ class Case(Base):
 
 class CaseParty(Base):
     __tablename__ = "case_party"
-    __table_args__ = (UniqueConstraint("case_id", "address"),)
+    # By address: a bounce that returns none of our headers is matched by who failed.
+    __table_args__ = (UniqueConstraint("case_id", "address"), Index(None, "address"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))

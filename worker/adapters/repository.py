@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, delete, select, union_all
+from sqlalchemy import CompoundSelect, delete, func, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -123,6 +123,18 @@ def cases_by_reference(session: Session, references: Iterable[str]) -> dict[str,
         parties = frozenset(p.address for p in case.parties)
         found[case.reference] = KnownCase(case_id=case.id, reference=case.reference,
                                           parties=parties)
+    return found
+
+
+def latest_case_of(session: Session, mailbox: str, addresses: Iterable[str]) -> dict[str, int]:
+    """For each address, the newest case of `mailbox` it is a party to."""
+    found: dict[str, int] = {}
+    for address, case_id in session.execute(
+            select(CaseParty.address, func.max(CaseParty.case_id))
+            .join(Case, Case.id == CaseParty.case_id)
+            .where(CaseParty.address.in_(list(addresses)), Case.mailbox == mailbox)
+            .group_by(CaseParty.address)):
+        found[address] = case_id
     return found
 
 

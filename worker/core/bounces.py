@@ -75,6 +75,11 @@ def dsn_actions(msg: ParsedMessage) -> list[str]:
     return actions
 
 
+# A line that is just an address, maybe in <>, maybe followed by ":" (qmail) or a short note.
+_LISTED_ADDRESS = re.compile(r"<?([^\s<>@:]+@[^\s<>@:]+\.[a-z]{2,})>?:?(?:\s|$)", re.IGNORECASE)
+_SYSTEM_LOCAL_PART = re.compile(r"(?:mailer-daemon|postmaster|double-bounce)@", re.IGNORECASE)
+
+
 def delay_warning(msg: ParsedMessage) -> str | None:
     """Why `msg` is only a delay warning (a soft bounce), or None if it reports a failure."""
     actions = dsn_actions(msg)
@@ -114,6 +119,8 @@ def analyse_bounce(msg: ParsedMessage) -> BounceReport:
     if not recipients:
         recipients = [a.lower() for name, value in msg.enclosed_headers if name == "to"
                       for a in _ADDRESS.findall(value)]
+    if not recipients:
+        recipients = _named_in_notice(msg)
 
     delay = delay_warning(msg)
     classes = {c for g in chosen if (c := _status_class(g))}
@@ -130,6 +137,21 @@ def analyse_bounce(msg: ParsedMessage) -> BounceReport:
     reason = reason or ("delivery delayed" if delay else "delivery failed")
     return BounceReport(recipients=tuple(dict.fromkeys(recipients)), permanent=permanent,
                         reason=" ".join(reason.split())[:300])
+
+
+def _named_in_notice(msg: ParsedMessage) -> list[str]:
+    """Addresses a non-standard notice names as failed, as qmail ("<a@b>:") and Exim (an
+    indented address line) write them; never the notice's own sender or recipients."""
+    own = {a for a in (msg.from_address, *msg.to, *msg.cc) if a}
+    found: list[str] = []
+    for line in notice_text(msg).splitlines():
+        stripped = line.strip()
+        match = _LISTED_ADDRESS.match(stripped)
+        if match and (stripped.startswith("<") or line[:1].isspace()):
+            address = match.group(1).lower()
+            if address not in own and not _SYSTEM_LOCAL_PART.match(address):
+                found.append(address)
+    return found
 
 
 def _action(value: str) -> str:

@@ -6,7 +6,7 @@ No fuzzy subject matching: two customers with the same subject are two cases.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from worker.core.message import ParsedMessage
@@ -49,6 +49,8 @@ def match_thread(
     cases_by_reference: Mapping[str, KnownCase],
     staff: frozenset[str] = frozenset(),
     automated: bool = False,
+    failed_recipients: Sequence[str] = (),
+    latest_case_of: Mapping[str, int] | None = None,
 ) -> ThreadMatch:
     """Match `msg` to a case.
 
@@ -57,6 +59,10 @@ def match_thread(
     appear in the subject. Automated mail may also be matched by the message it encloses
     (a bounce returns our message's headers); a person's mail may not, or anyone could join
     a case by attaching someone else's acknowledgement.
+
+    A bounce that returns none of our headers is matched by who failed (`failed_recipients`):
+    through a [REF] in its subject when one of them is a party to that case, else to the
+    latest case each is a party to (`latest_case_of`), which is where our mail went.
     """
     for message_id in candidate_ids(msg, automated=automated):
         case_id = known_message_ids.get(message_id)
@@ -70,7 +76,16 @@ def match_thread(
             continue
         if sender in case.parties or sender in staff:
             return ThreadMatch(case_id=case.case_id, reason=f"subject [{reference}] from a party")
+        failed = next((a for a in failed_recipients if a in case.parties), None)
+        if failed is not None:
+            return ThreadMatch(case_id=case.case_id,
+                               reason=f"subject [{reference}], a bounce of mail to the party {failed}")
         quoted = quoted or reference
+    for address in failed_recipients:
+        case_id = (latest_case_of or {}).get(address)
+        if case_id is not None:
+            return ThreadMatch(case_id=case_id,
+                               reason=f"a bounce of mail to {address}, a party to this case")
     if quoted is not None:
         return ThreadMatch(
             case_id=None, quoted_reference=quoted,

@@ -26,6 +26,7 @@ from worker.adapters.db_models import Case, InboundMessage, Outbox
 from worker.adapters.imap import FetchedMessage, MailboxSource
 from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
+from worker.core.bounces import analyse_bounce
 from worker.core.classify import classify
 from worker.core.intake import Decision, JoinCase, OpenCase, Quarantine, decide_intake
 from worker.core.letters import letter_context
@@ -287,6 +288,8 @@ class IngestService:
 
         classification = classify(parsed, own_addresses=self.config.own_addresses)
         automated = classification.kind.is_automated
+        failed = analyse_bounce(parsed).recipients \
+            if classification.kind is MessageKind.BOUNCE else ()
         match = match_thread(
             parsed,
             known_message_ids=repo.known_message_ids(
@@ -295,6 +298,8 @@ class IngestService:
                                                        references_in_subject(parsed.subject)),
             staff=frozenset(mailbox.staff),
             automated=automated,
+            failed_recipients=failed,
+            latest_case_of=repo.latest_case_of(session, mailbox.name, failed) if failed else None,
         )
         detail: dict[str, object] = {
             "classification": classification.kind.value,
