@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PASSWORD, PROVIDER_ADDRESSES, mailbox_for, write_config
+from tests.harness import PASSWORD, PROVIDER_ADDRESSES, ROOT, mailbox_for, write_config
+from worker.adapters.db import upgrade
 from worker.adapters.imap import ImapMailbox
 from worker.config import load_config
 from worker.embedded import deliver_many
@@ -71,3 +75,29 @@ def test_a_dropped_connection_is_replaced_on_the_next_open(kept_open: tuple[Imap
     deliver_many("127.0.0.1", port, ADDRESS, PASSWORD, [(message(2), AT)])
     source.open()
     assert len(source.new_uids(0)) == 1
+
+
+def test_run_acknowledges_new_mail_at_once_while_idling(imap_server, smtp, tmp_path: Path):
+    """With a five-minute poll interval, only IDLE can bring the acknowledgement in seconds."""
+    url = f"sqlite:///{tmp_path / 'worker.db'}"
+    config = write_config(tmp_path / "config.toml", db_url=url, imap_port=imap_server.port,
+                          smtp_port=smtp.port, mailboxes=[mailbox_for("claranet-soho")],
+                          worker={"poll_interval_seconds": 300, "sweep_interval_seconds": 300})
+    upgrade(url)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "worker", "--config", str(config), "run"],
+                                  cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for new mail with IMAP IDLE" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline and worker.poll() is None, log.read_text()
+            time.sleep(0.1)
+        deliver_many("127.0.0.1", imap_server.port, ADDRESS, PASSWORD,
+                     [(message(3), datetime.now(UTC))])
+        [ack] = smtp.wait_for(1, timeout=20)
+        assert ack.message["X-Complaints-Worker-Purpose"] == "acknowledgement"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert worker.returncode == 0

@@ -494,3 +494,7 @@ def _print_case(case: dict[str, Any]) -> None:
     for e in case["events"]:
         detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if v not in (None, [], ""))
         print(f"  {e['at']}  {e['kind']}  {detail}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

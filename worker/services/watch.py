@@ -41,6 +41,7 @@ class MailboxWatcher(threading.Thread):
         self.idle_seconds = idle_seconds
         self.ownership = ownership
         self._owned = ownership is None
+        self._mode: str | None = None  # how it last waited, logged when it changes
 
     def run(self) -> None:
         try:
@@ -71,11 +72,17 @@ class MailboxWatcher(threading.Thread):
         if self.stop.is_set():
             return
         try:
-            idle = self.source.is_open and self.source.can_idle
-            if idle:
+            if self.source.is_open and self.source.can_idle:
+                self._say("waiting for new mail with IMAP IDLE")
                 self.source.wait_for_mail(self.idle_seconds, should_stop=self.stop.is_set)
                 return
         except MailboxError as exc:
             log.info("mailbox %s: IDLE interrupted (%s); polling again", self.mailbox.name, exc)
             return
+        self._say(f"no IMAP IDLE; polling every {self.poll_seconds:g}s")
         self.stop.wait(self.poll_seconds)
+
+    def _say(self, mode: str) -> None:
+        if mode != self._mode:
+            log.info("mailbox %s: %s", self.mailbox.name, mode)
+            self._mode = mode
