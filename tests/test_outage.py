@@ -164,3 +164,26 @@ def test_an_hour_without_smtp(tmp_path: Path, pymap, smtp: EmbeddedSmtpServer, d
     assert sorted(delivery_breaches(worker)) == sorted(breaches)
     assert "delivery" not in {row["kind"] for row in worker.status()["overdue"]["latest"]}
     worker.close()
+
+
+def test_a_staff_reply_stuck_in_an_outage_is_a_breach(tmp_path: Path, pymap,
+                                                       smtp: EmbeddedSmtpServer):
+    from tests.test_staff_e2e import Desk
+
+    desk = Desk(tmp_path, pymap, smtp)
+    smtp.set_down(True)
+    desk.staff_reply("We have booked an engineer for tomorrow morning.")
+    assert desk.timers()["initial_response"] == "met", "the reply meets the deadline..."
+    [relay] = [m for m in desk.case()["messages"] if m.get("purpose") == "relay"]
+    assert relay["status"] == "pending"
+    # ...but a reply still unsent when that deadline passes (Tuesday 09:10) is a breach.
+    desk.now = datetime(2026, 11, 17, 9, 0, tzinfo=UTC)
+    desk.worker.once(desk.now)
+    assert delivery_breaches(desk.worker) == []
+    desk.now = datetime(2026, 11, 17, 9, 30, tzinfo=UTC)
+    desk.worker.once(desk.now)
+    assert [rule for _, rule, _ in delivery_breaches(desk.worker)] == ["initial_response"]
+    smtp.set_down(False)
+    desk.now += timedelta(hours=1)
+    desk.worker.once(desk.now)
+    assert [purpose_of(m) for m in smtp.received].count("relay") == 1

@@ -30,7 +30,7 @@ from worker.core.message import ParsedMessage
 from worker.core.quotes import extract_reply
 from worker.core.replan import PlannedTimer, catch_up, occurrence_timer
 from worker.core.rules import Duration, Obligation, ProviderRules
-from worker.services.outbox import queue_email
+from worker.services.outbox import deliver_by, queue_email
 from worker.services.timers import Calendars, add_timer
 
 NOTIFICATION = "staff-notification"
@@ -147,7 +147,13 @@ class StaffDesk:
         relayed = None
         if not parsed.is_note and parsed.body.strip():
             relayed = self._relay(session, case, rules, mailbox, row, parsed.body, now)
-            self._mark_met(session, case, rules, ("staff-reply", "update"), now)
+            met = self._mark_met(session, case, rules, ("staff-reply", "update"), now)
+            # The relay is what meets those deadlines: if it is still unsent after the soonest
+            # of them (an SMTP outage), that is a breach like any late letter.
+            upcoming = sorted((deadline, rule) for rule, deadline in met if deadline >= now)
+            if upcoming:
+                relayed.obligation_id = upcoming[0][1]
+                relayed.deliver_by = deliver_by(upcoming[0][0], now)
         effects = [self._apply(session, case, rules, mailbox, row, command, staff, now)
                    for command in parsed.commands]
         repo.add_event(session, case.id, "staff_response", at=now, inbound_message_id=row.id,
@@ -408,9 +414,11 @@ class StaffDesk:
                                 reason, obligation_id)
 
     def _mark_met(self, session: Session, case: Case, rules: ProviderRules,
-                  kinds: tuple[str, ...], now: datetime) -> None:
-        """An update or reply went out: the deadlines it meets are met (late ones too)."""
+                  kinds: tuple[str, ...], now: datetime) -> list[tuple[str, datetime]]:
+        """An update or reply went out: the deadlines it meets are met (late ones too).
+        Returns (rule, deadline) of each deadline it met."""
         met = {o.id for o in rules.obligations if o.met_by & set(kinds)}
+        done: list[tuple[str, datetime]] = []
         for timer in list(session.scalars(select(Timer).where(
                 Timer.case_id == case.id, Timer.status.in_(("pending", "breached"))))):
             if timer.obligation_id not in met:
@@ -419,12 +427,15 @@ class StaffDesk:
                 continue  # An occurrence's window is (start, deadline]: this opened it.
             deadline = timer.deadline_at or timer.due_at
             timer.status = "met"
+            if timer.kind != "reminder":  # A reminder is a nudge to staff, not a deadline.
+                done.append((timer.obligation_id, deadline))
             repo.add_event(session, case.id, "timer_met", at=now, detail={
                 "rule": timer.obligation_id, "kind": timer.kind, "occurrence": timer.occurrence,
                 "due_at": deadline.isoformat(), "late": now > deadline})
             obligation = rules.obligation(timer.obligation_id)
             if obligation is not None and obligation.repeat is not None and timer.kind == "due":
                 self.schedule_next(session, case, rules, obligation, timer, now)
+        return done
 
     def schedule_next(self, session: Session, case: Case, rules: ProviderRules,
                       obligation: Obligation, timer: Timer, now: datetime) -> list[datetime]:
