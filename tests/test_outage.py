@@ -187,3 +187,24 @@ def test_a_staff_reply_stuck_in_an_outage_is_a_breach(tmp_path: Path, pymap,
     desk.now += timedelta(hours=1)
     desk.worker.once(desk.now)
     assert [purpose_of(m) for m in smtp.received].count("relay") == 1
+
+
+def test_a_deadlock_letter_stuck_in_an_outage_is_a_breach(tmp_path: Path, pymap,
+                                                           smtp: EmbeddedSmtpServer):
+    from tests.test_lifecycle import ask_for_deadlock, run_until
+    from tests.test_staff_e2e import Desk
+
+    desk = Desk(tmp_path, pymap, smtp)
+    ask_for_deadlock(desk)  # Undecided, the letter goes at Monday 23 November, 17:30 GMT.
+    run_until(desk, datetime(2026, 11, 23, 17, 0, tzinfo=UTC))
+    smtp.set_down(True)
+    desk.now = datetime(2026, 11, 23, 17, 30, tzinfo=UTC)
+    desk.worker.once(desk.now)
+    assert delivery_breaches(desk.worker) == [], "the letter has its 15 minutes' grace"
+    desk.now = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
+    desk.worker.once(desk.now)
+    assert [rule for _, rule, _ in delivery_breaches(desk.worker)] == ["deadlock_decision"]
+    smtp.set_down(False)
+    desk.now += timedelta(hours=1)
+    desk.worker.once(desk.now)
+    assert [purpose_of(m) for m in smtp.received].count("deadlock-letter") == 1

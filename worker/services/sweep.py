@@ -279,7 +279,11 @@ class TimerSweep:
                            mailbox: MailboxConfig, now: datetime) -> None:
         """No staff decision by the deadline: the letter goes, where the rules say so."""
         if rules.deadlock is not None and rules.deadlock.on_request:
-            self.desk.deadlock_letter(session, case, rules, mailbox, now)
+            row = self.desk.deadlock_letter(session, case, rules, mailbox, now)
+            # Due at the decision deadline: held past it by an outage, it is a breach.
+            row.obligation_id = "deadlock_decision"
+            if row.status == "pending":
+                row.deliver_by = deliver_by(timer.due_at, now)
             repo.add_event(session, case.id, "deadlock_letter_by_deadline", at=now, detail={
                 "reason": "the decision deadline passed without a permitted refusal"})
             return
