@@ -19,11 +19,11 @@ from worker.config import Config, load_config
 from worker.core.letters import letter_context
 from worker.core.rules import ProviderRules
 from worker.errors import ConfigError, Problem, TemplateError
+from worker.services.case_mail import sample_staff_context
 from worker.services.cycle import Cycle
 from worker.services.dispatch import DispatchService
 from worker.services.ingest import IngestService
 from worker.services.rules_watch import RulesWatcher
-from worker.services.staff import sample_staff_context
 from worker.services.sweep import TimerSweep
 from worker.services.timers import Calendars, replan_open_cases
 

@@ -38,8 +38,9 @@ from worker.core.rules import ProviderRules
 from worker.core.staff import check_staff
 from worker.core.threading import candidate_ids, match_thread
 from worker.errors import MailboxError
+from worker.services.case_mail import notification_ids
 from worker.services.outbox import queue_email
-from worker.services.staff import StaffDesk, notification_ids
+from worker.services.staff import StaffDesk
 from worker.services.timers import Calendars, plan_new_case
 
 log = logging.getLogger(__name__)
@@ -402,8 +403,8 @@ class IngestService:
             if classification.kind is MessageKind.HUMAN:
                 rules = self.providers[case.provider_id]
                 warnings += self.desk.customer_wrote(session, case, rules, parsed, now)
-                self.desk.notify(session, case, rules, mailbox, row, parsed, first=False,
-                                 now=now, warnings=warnings)
+                self.desk.mail.notify(session, case, rules, mailbox, row, parsed, first=False,
+                                      now=now, warnings=warnings)
             return "joined"
         return self._open_case(session, decision, mailbox, uidvalidity, fetched, parsed,
                                classification, detail, dedupe_key=dedupe_key, now=now,
@@ -458,8 +459,8 @@ class IngestService:
                                     decision.acknowledge_to, now)
             if ack.status == "suppressed":
                 warnings.append(f"No acknowledgement was sent: {ack.last_error}.")
-        self.desk.notify(session, case, rules, mailbox, row, parsed, first=True, now=now,
-                         warnings=warnings)
+        self.desk.mail.notify(session, case, rules, mailbox, row, parsed, first=True, now=now,
+                              warnings=warnings)
         return "opened"
 
     def _acknowledge(self, session: Session, case: Case, rules: ProviderRules,

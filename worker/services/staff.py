@@ -1,4 +1,5 @@
-"""Staff work by email: notifications of customer mail, staff replies with #commands, relays.
+"""Staff work by email: staff replies with #commands, relays, and the case state they change
+(resolution, reopening, deadlock requests, timers met). The mail itself is CaseMail's.
 
 Everything here runs inside the caller's per-message transaction: a case change, its audit
 events and the mail it causes (relay, confirmation, error reply) commit together or not at all.
@@ -6,10 +7,8 @@ events and the mail it causes (relay, confirmation, error reply) commit together
 
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -17,56 +16,20 @@ from sqlalchemy.orm import Session
 
 from worker.adapters import repository as repo
 from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
-from worker.adapters.templates import Rendered, TemplateRenderer
+from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
-from worker.core.attachments import extract_attachments, select_attachments
 from worker.core.bounces import analyse_bounce
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
 from worker.core.customer_intent import asks_for_deadlock, still_unhappy
 from worker.core.deadlines import due_at
-from worker.core.letters import letter_context, local_datetime_text
+from worker.core.letters import local_datetime_text
 from worker.core.lifecycle import obligation_due, parse_cadence
 from worker.core.message import ParsedMessage
-from worker.core.quotes import extract_reply
 from worker.core.replan import PlannedTimer, catch_up, occurrence_timer
 from worker.core.rules import Duration, Obligation, ProviderRules
-from worker.services.outbox import deliver_by, queue_email
+from worker.services.case_mail import CaseMail, new_text
+from worker.services.outbox import deliver_by
 from worker.services.timers import Calendars, add_timer
-
-NOTIFICATION = "staff-notification"
-
-
-def notification_ids(session: Session, case_id: int) -> set[str]:
-    """Message-IDs of the staff notifications sent about a case: a reply to one proves staff."""
-    return set(session.scalars(select(Outbox.message_id).where(
-        Outbox.case_id == case_id, Outbox.purpose == NOTIFICATION)))
-
-
-def new_text(msg: ParsedMessage) -> str:
-    """What the sender wrote this time, without the history they quoted."""
-    return extract_reply(msg.text, html=msg.html if msg.text_from_html else None).text
-
-
-def sample_staff_context(rules: ProviderRules) -> dict[str, Any]:
-    """Every value the staff templates may use, for the start-up render check."""
-    return {
-        "reference": f"{rules.reference_prefix}-2026-000001",
-        "provider": {"id": rules.id, "name": rules.name,
-                     "complaints_address": rules.complaints_address},
-        "case": {"status": "open", "subject": "Sample complaint", "customer": "c@example.com",
-                 "stage": "1", "first_raised_local": "Monday 5 January 2026 at 10:00",
-                 "assignee": ""},
-        "deadlines": [{"rule": "sample", "kind": "due",
-                       "due_local": "Tuesday 6 January 2026 at 10:00"}],
-        "first": True, "sender": "c@example.com", "sender_name": "Sample",
-        "received_local": "Monday 5 January 2026 at 10:00", "text": "Sample text.",
-        "attachments": ["sample.pdf"], "warnings": ["sample warning"], "commands": usage_text(),
-        "effects": ["#resolved: case resolved"], "relayed": True, "errors": ["sample error"],
-        "obligation": {"id": "sample", "quote": "Sample quote.", "severity": "commitment",
-                       "due_local": "Tuesday 6 January 2026 at 10:00"},
-        "stage_owner": "Team Leader (team-leader)",
-        "alert": {"title": "sample alert", "detail": "Sample detail."},
-    }
 
 
 @dataclass(slots=True)
@@ -74,59 +37,10 @@ class StaffDesk:
     renderer: TemplateRenderer
     config: Config
     calendars: Calendars
+    mail: CaseMail = field(init=False)
 
-    # ------------------------------------------------------------------ notifications
-
-    def notify(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
-               row: InboundMessage, msg: ParsedMessage, *, first: bool, now: datetime,
-               warnings: list[str]) -> None:
-        """Forward a customer message to the mailbox's notify addresses with the case summary."""
-        if not mailbox.notify:
-            repo.add_event(session, case.id, "staff_not_notified", at=now,
-                           inbound_message_id=row.id,
-                           detail={"reason": "the mailbox has no notify addresses"})
-            return
-        attached = select_attachments(row.raw)
-        left_out = attached.warning()
-        context = self._case_context(session, case, rules)
-        context.update({
-            "first": first,
-            "sender": msg.from_address or "",
-            "sender_name": msg.from_name,
-            "received_local": local_datetime_text(row.received_at, rules.timezone),
-            "text": new_text(msg) if not first else msg.text.strip(),
-            "attachments": [a.filename for a in msg.attachments],
-            "warnings": [*warnings, left_out] if left_out else warnings,
-            "commands": usage_text(),
-        })
-        rendered = self.renderer.render(rules.id, "staff_notification", context)
-        queue_email(
-            session, case=case, mailbox=mailbox.name, purpose=NOTIFICATION,
-            idempotency_key=f"notify:{case.reference}:{row.id}", from_name=rules.name,
-            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
-            to=list(mailbox.notify), rendered=rendered, now=now, attachments=attached.files,
-        )
-
-    def _case_context(self, session: Session, case: Case, rules: ProviderRules) -> dict[str, Any]:
-        stage = rules.stage(case.stage)
-        timers = session.scalars(select(Timer).where(Timer.case_id == case.id,
-                                                     Timer.status == "pending")
-                                 .order_by(Timer.due_at).limit(6))
-        return {
-            "reference": case.reference,
-            "provider": {"id": rules.id, "name": rules.name,
-                         "complaints_address": rules.complaints_address},
-            "case": {
-                "status": case.status, "subject": case.subject,
-                "customer": case.customer_address,
-                "stage": f"{case.stage} ({stage.name})" if stage else str(case.stage),
-                "first_raised_local": local_datetime_text(case.first_raised_at, rules.timezone),
-                "assignee": case.assignee or "",
-            },
-            "deadlines": [
-                {"rule": t.obligation_id, "kind": t.kind,
-                 "due_local": local_datetime_text(t.due_at, rules.timezone)} for t in timers],
-        }
+    def __post_init__(self) -> None:
+        self.mail = CaseMail(renderer=self.renderer, config=self.config)
 
     # ------------------------------------------------------------------ staff replies
 
@@ -140,13 +54,13 @@ class StaffDesk:
         if errors:
             repo.add_event(session, case.id, "staff_commands_rejected", at=now,
                            inbound_message_id=row.id, detail={"staff": staff, "errors": errors})
-            self._to_staff(session, case, rules, mailbox, row, staff, "command_error", now,
-                           {"errors": errors, "commands": usage_text()})
+            self.mail.to_staff(session, case, rules, mailbox, row, staff, "command_error", now,
+                               {"errors": errors, "commands": usage_text()})
             return "staff-rejected"
         # The staff member's own words go first; a resolution letter, say, follows them.
         relayed = None
         if not parsed.is_note and parsed.body.strip():
-            relayed = self._relay(session, case, rules, mailbox, row, parsed.body, now)
+            relayed = self.mail.relay(session, case, rules, mailbox, row, parsed.body, now)
             met = self._mark_met(session, case, rules, ("staff-reply", "update"), now)
             # The relay is what meets those deadlines: if it is still unsent after the soonest
             # of them (an SMTP outage), that is a breach like any late letter.
@@ -161,8 +75,8 @@ class StaffDesk:
                                "relayed_message_id": relayed.message_id if relayed else None,
                                "commands": [str(c) for c in parsed.commands]})
         if parsed.commands:
-            self._to_staff(session, case, rules, mailbox, row, staff, "confirmation", now,
-                           {"effects": effects, "relayed": relayed is not None})
+            self.mail.to_staff(session, case, rules, mailbox, row, staff, "confirmation", now,
+                               {"effects": effects, "relayed": relayed is not None})
         return "staff-reply"
 
     def staff_direct(self, session: Session, case: Case, row: InboundMessage, msg: ParsedMessage,
@@ -309,9 +223,9 @@ class StaffDesk:
                             if rules.reopen_within else None)
             count = session.scalar(select(func.count()).select_from(Outbox).where(
                 Outbox.case_id == case.id, Outbox.purpose == "resolution")) or 0
-            self.letter(session, case, rules, mailbox, template=rules.resolution_template,
-                        purpose="resolution", key=f"resolution:{case.reference}:{count + 1}",
-                        now=now, reopen_until=reopen_until)
+            self.mail.letter(session, case, rules, mailbox, template=rules.resolution_template,
+                             purpose="resolution", key=f"resolution:{case.reference}:{count + 1}",
+                             now=now, reopen_until=reopen_until)
             effect += "; resolution letter queued to the customer"
         return effect
 
@@ -452,33 +366,6 @@ class StaffDesk:
 
     # ------------------------------------------------------------------ mail
 
-    def _customer_thread(self, session: Session, case: Case) -> tuple[str | None, list[str]]:
-        ids = [mid for mid in session.scalars(select(InboundMessage.message_id).where(
-            InboundMessage.case_id == case.id, InboundMessage.kind == "human",
-            InboundMessage.sender == case.customer_address)
-            .order_by(InboundMessage.received_at, InboundMessage.id)) if mid is not None]
-        return (ids[-1] if ids else None), ids
-
-    def _customer_address(self, case: Case) -> str:
-        reply_to = [p.address for p in case.parties if p.role == "reply-to"]
-        return reply_to[0] if reply_to else case.customer_address
-
-    def _relay(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
-               row: InboundMessage, body: str, now: datetime) -> Outbox:
-        in_reply_to, thread = self._customer_thread(session, case)
-        text = body.strip() + "\n"
-        rendered = Rendered(
-            subject=f"Re: {case.subject}", text=text,
-            html=f'<div style="white-space: pre-wrap">{html.escape(text)}</div>')
-        return queue_email(
-            session, case=case, mailbox=mailbox.name, purpose="relay",
-            idempotency_key=f"relay:{case.reference}:{row.id}", from_name=rules.name,
-            from_address=mailbox.address, envelope_from=self.config.smtp.envelope_from,
-            to=[self._customer_address(case)], rendered=rendered, now=now,
-            in_reply_to=in_reply_to, references=thread, auto_submitted=False,
-            attachments=extract_attachments(row.raw),
-        )
-
     def bounced(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
                 msg: ParsedMessage, now: datetime) -> None:
         """A bounce of our mail: a permanent one stops all mail to that address on the case."""
@@ -496,7 +383,7 @@ class StaffDesk:
             repo.add_event(session, case.id, "address_undeliverable", at=now, detail={
                 "address": party.address, "reason": report.reason})
             stage = rules.stage(case.stage)
-            self.to_roles(
+            self.mail.to_roles(
                 session, case, rules, mailbox, roles=[stage.owner] if stage else [],
                 template="alert", purpose="alert", now=now,
                 key=f"alert:{case.reference}:undeliverable:{party.address}",
@@ -507,82 +394,14 @@ class StaffDesk:
                                            "later, including the ADR letter, cannot reach them "
                                            "by email."}})
 
-    def letter(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
-               *, template: str, purpose: str, key: str, now: datetime,
-               reopen_until: datetime | None = None, limited: bool = False) -> Outbox:
-        """A templated letter to the customer, threaded into their conversation.
-
-        A letter that cannot go (the address bounced, or `limited` and over the rate limit)
-        is kept as suppressed, and the stage owner is alerted with the reason.
-        """
-        # The complaint was received when its first message reached the mailbox (INTERNALDATE),
-        # not when a pass happened to store it.
-        received_at = session.scalar(select(func.min(InboundMessage.received_at)).where(
-            InboundMessage.case_id == case.id)) or case.first_raised_at
-        context = letter_context(
-            rules=rules, reference=case.reference, customer_name=case.customer_name,
-            customer_address=self._customer_address(case), subject=case.subject,
-            received_at=received_at, first_raised_at=case.first_raised_at, sent_at=now,
-            reopen_until=reopen_until)
-        rendered = self.renderer.render(rules.id, template, context)
-        in_reply_to, thread = self._customer_thread(session, case)
-        row = queue_email(
-            session, case=case, mailbox=mailbox.name, purpose=purpose, idempotency_key=key,
-            from_name=rules.name, from_address=mailbox.address,
-            envelope_from=self.config.smtp.envelope_from, to=[self._customer_address(case)],
-            rendered=rendered, now=now, in_reply_to=in_reply_to, references=thread,
-            limits=self.config.worker if limited else None)
-        if row.status == "suppressed":
-            stage = rules.stage(case.stage)
-            self.to_roles(
-                session, case, rules, mailbox, roles=[stage.owner] if stage else [],
-                template="alert", purpose="alert", now=now, key=f"alert:{key}",
-                extra={"alert": {"title": f"{purpose} not sent to the customer",
-                                 "detail": f"{row.last_error}. It is kept on the case; send it "
-                                           "another way if the customer must have it."}})
-        return row
-
     def deadlock_letter(self, session: Session, case: Case, rules: ProviderRules,
                         mailbox: MailboxConfig, now: datetime) -> Outbox:
         assert rules.deadlock is not None
-        row = self.letter(session, case, rules, mailbox, template=rules.deadlock.template,
-                          purpose="deadlock-letter", key=f"deadlock-letter:{case.reference}",
-                          now=now)
+        row = self.mail.letter(session, case, rules, mailbox, template=rules.deadlock.template,
+                               purpose="deadlock-letter", key=f"deadlock-letter:{case.reference}",
+                               now=now)
         # The deadlock letter is the ADR letter: the threshold letter must not follow it.
         self._cancel_timers(session, case, "adr_letter", now, "deadlock letter sent")
         self._cancel_timers(session, case, "deadlock_decision", now, "deadlock letter sent")
         return row
 
-    def to_roles(self, session: Session, case: Case, rules: ProviderRules,
-                 mailbox: MailboxConfig, *, roles: list[str], template: str, purpose: str,
-                 key: str, now: datetime, extra: dict[str, Any]) -> None:
-        """Staff mail to whoever holds `roles` (the notify addresses when nobody does)."""
-        addresses = list(dict.fromkeys(a for r in roles for a in mailbox.roles.get(r, ())))
-        addresses = addresses or list(mailbox.notify)
-        if not addresses:
-            repo.add_event(session, case.id, "staff_not_notified", at=now,
-                           detail={"reason": f"nobody holds {', '.join(roles)} and the mailbox "
-                                             "has no notify addresses", "purpose": purpose})
-            return
-        self._staff_mail(session, case, rules, mailbox, to=addresses, template=template,
-                         purpose=purpose, key=key, now=now, extra=extra)
-
-    def _staff_mail(self, session: Session, case: Case, rules: ProviderRules,
-                    mailbox: MailboxConfig, *, to: list[str], template: str, purpose: str,
-                    key: str, now: datetime, extra: dict[str, Any],
-                    answering: str | None = None) -> None:
-        """A staff template with the case summary, optionally threaded under `answering`."""
-        context = self._case_context(session, case, rules) | extra
-        rendered = self.renderer.render(rules.id, template, context)
-        queue_email(session, case=case, mailbox=mailbox.name, purpose=purpose,
-                    idempotency_key=key, from_name=rules.name, from_address=mailbox.address,
-                    envelope_from=self.config.smtp.envelope_from, to=to, rendered=rendered,
-                    now=now, in_reply_to=answering, references=[answering] if answering else [])
-
-    def _to_staff(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
-                  row: InboundMessage, staff: str, template: str, now: datetime,
-                  extra: dict[str, Any]) -> None:
-        purpose = "error" if template == "command_error" else "confirmation"
-        self._staff_mail(session, case, rules, mailbox, to=[staff], template=template,
-                         purpose=purpose, key=f"{purpose}:{case.reference}:{row.id}", now=now,
-                         extra=extra, answering=row.message_id)

@@ -123,7 +123,7 @@ class TimerSweep:
                 case = session.get_one(Case, held[0].case_id)
                 rules = self.providers()[case.provider_id]
                 limit = self.config.worker.global_rate_limit_per_hour
-                self.desk.to_roles(
+                self.desk.mail.to_roles(
                     session, case, rules, self._mailbox(case), roles=[], template="alert",
                     purpose="alert", now=now, key=key,
                     extra={"alert": {
@@ -181,7 +181,7 @@ class TimerSweep:
         if due is None or due.status != "pending":
             return  # Already met: no reminder needed.
         stage = rules.stage(obligation.stage)
-        self.desk.to_roles(
+        self.desk.mail.to_roles(
             session, case, rules, mailbox, roles=[stage.owner] if stage else [],
             template="reminder", purpose="reminder", now=now,
             key=f"reminder:{case.reference}:{obligation.id}:{timer.occurrence}",
@@ -194,7 +194,7 @@ class TimerSweep:
         owner = rules.stage(obligation.stage)
         # The breach is alerted to the obligation's own stage owner and escalated to the next.
         roles = [s.owner for s in (owner, stage) if s is not None]
-        self.desk.to_roles(
+        self.desk.mail.to_roles(
             session, case, rules, mailbox, roles=list(dict.fromkeys(roles)),
             template="escalation", purpose="escalation", now=now,
             key=f"escalation:{case.reference}:{obligation.id}:{timer.occurrence}",
@@ -215,7 +215,7 @@ class TimerSweep:
                now: datetime, *, stage_number: int, key: str, title: str, detail: str) -> None:
         """An alert to the owner of a stage (the notify addresses when nobody holds it)."""
         stage = rules.stage(stage_number)
-        self.desk.to_roles(
+        self.desk.mail.to_roles(
             session, case, rules, mailbox, roles=[stage.owner] if stage else [],
             template="alert", purpose="alert", now=now, key=key,
             extra={"alert": {"title": title, "detail": detail}})
@@ -241,9 +241,9 @@ class TimerSweep:
                                                  f"{case.adr_exception_reason}"})
             return
         assert obligation.template is not None
-        row = self.desk.letter(session, case, rules, mailbox, template=obligation.template,
-                               purpose=PURPOSES.get(obligation.template, "update"), now=now,
-                               key=f"{obligation.id.replace('_', '-')}:{case.reference}")
+        row = self.desk.mail.letter(session, case, rules, mailbox, template=obligation.template,
+                                    purpose=PURPOSES.get(obligation.template, "update"), now=now,
+                                    key=f"{obligation.id.replace('_', '-')}:{case.reference}")
         deadline = timer.deadline_at or timer.due_at
         if obligation.from_regime:
             # The regulator counts the threshold in weeks, so in days: a letter that leaves on
@@ -255,10 +255,10 @@ class TimerSweep:
                 mailbox: MailboxConfig, obligation: Obligation, now: datetime) -> None:
         """No update went out in time: send the template once, even after a long downtime."""
         assert obligation.template is not None
-        row = self.desk.letter(session, case, rules, mailbox, template=obligation.template,
-                               purpose=PURPOSES.get(obligation.template, "update"), now=now,
-                               key=f"{obligation.id.replace('_', '-')}:{case.reference}:"
-                                   f"{timer.occurrence}", limited=True)
+        row = self.desk.mail.letter(session, case, rules, mailbox, template=obligation.template,
+                                    purpose=PURPOSES.get(obligation.template, "update"), now=now,
+                                    key=f"{obligation.id.replace('_', '-')}:{case.reference}:"
+                                        f"{timer.occurrence}", limited=True)
         # The update must reach the customer by the occurrence's deadline (it is sent
         # `send_before` it, which is its slack).
         _fulfils(row, obligation, timer.deadline_at or timer.due_at, now)
@@ -288,7 +288,7 @@ class TimerSweep:
                 "reason": "the decision deadline passed without a permitted refusal"})
             return
         stage = rules.stage(case.stage)
-        self.desk.to_roles(
+        self.desk.mail.to_roles(
             session, case, rules, mailbox, roles=[stage.owner] if stage else [],
             template="alert", purpose="alert", now=now,
             key=f"alert:{case.reference}:deadlock-decision:{timer.occurrence}",
