@@ -38,9 +38,6 @@ class InMemoryMailbox:
         self._messages[uid] = _Stored(raw=raw, internaldate=internaldate)
         return uid
 
-    def processed_uids(self) -> list[int]:
-        return sorted(uid for uid, m in self._messages.items() if m.processed)
-
     def open(self) -> FolderStatus:
         if self.failure:
             raise MailboxError(self.failure)

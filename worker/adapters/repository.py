@@ -138,10 +138,6 @@ def latest_case_of(session: Session, mailbox: str, addresses: Iterable[str]) -> 
     return found
 
 
-def case_by_reference(session: Session, reference: str) -> Case | None:
-    return session.scalar(select(Case).where(Case.reference == reference))
-
-
 def next_reference(session: Session, prefix: str, year: int) -> str:
     """Issue the next case number for (prefix, year) atomically, on SQLite and PostgreSQL alike."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
