@@ -32,10 +32,11 @@ def body(mail: ReceivedMail) -> str:
 class Desk:
     """A Claranet mailbox with a notify list, a customer complaint already in, and its notification."""
 
-    def __init__(self, tmp_path: Path, pymap, smtp: EmbeddedSmtpServer, raw: bytes | None = None):
+    def __init__(self, tmp_path: Path, pymap, smtp: EmbeddedSmtpServer, raw: bytes | None = None,
+                 worker: dict[str, int] | None = None):
         self.pymap, self.smtp = pymap, smtp
         self.worker = Worker.create(
-            tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+            tmp_path, imap_port=pymap.port, smtp_port=smtp.port, worker=worker,
             mailboxes=[mailbox_for("claranet-soho", extra={
                 "notify": [TEAM], "trusted_authserv_ids": [TRUSTED]})])
         self.complaint = raw or customer_mail(
@@ -105,6 +106,38 @@ def test_attachments_reach_staff(tmp_path: Path, pymap, smtp):
     [attachment] = list(desk.notification.message.iter_attachments())
     assert attachment.get_filename() == "bill.pdf"
     assert attachment.get_content() == b"%PDF-1.4 fake bill"
+
+
+def staff_reply_with_video(desk: Desk, megabytes: int) -> None:
+    note = desk.notification.message
+    reply = email.message_from_bytes(customer_mail(
+        sender=STAFF, name="Team Leader", to=CLARANET, subject=f"Re: {note['Subject']}",
+        at=desk.now, text="Here is the engineer's report and the site video.\n",
+        in_reply_to=note["Message-ID"]), policy=email.policy.SMTP)
+    reply.add_attachment(b"report", maintype="text", subtype="plain", filename="report.txt")
+    reply.add_attachment(b"\0" * (megabytes * 1024 * 1024), maintype="video", subtype="mp4",
+                         filename="site.mp4")
+    desk.deliver(reply.as_bytes())
+
+
+def test_staff_are_told_when_an_attachment_is_too_large_to_relay(tmp_path: Path, pymap, smtp):
+    desk = Desk(tmp_path, pymap, smtp, worker={"max_message_bytes": 40 * 1024 * 1024})
+    staff_reply_with_video(desk, 21)  # Under the message limit, over 20 MB of attachments.
+    [relay] = purpose(desk.smtp, "relay")
+    assert [a.get_filename() for a in relay.message.iter_attachments()] == ["report.txt"]
+    [confirmation] = purpose(desk.smtp, "confirmation")
+    assert confirmation.rcpt_tos == (STAFF,)
+    assert "site.mp4 (21.0 MB)" in body(confirmation)
+    assert "Your message was sent to the customer." in body(confirmation)
+
+
+def test_staff_mail_over_the_size_limit_is_not_relayed_and_the_sender_is_told(desk: Desk):
+    staff_reply_with_video(desk, 21)  # About 28 MB as sent: over the 25 MB default limit.
+    assert purpose(desk.smtp, "relay") == []
+    [error] = purpose(desk.smtp, "error")
+    assert error.rcpt_tos == (STAFF,)
+    assert "over the 25.0 MB limit" in body(error) and "not relayed to the customer" in body(error)
+    assert desk.worker.status()["quarantine"]["total"] == 1
 
 
 def test_staff_reply_is_relayed_to_the_customer_threaded_under_the_reference(desk: Desk):

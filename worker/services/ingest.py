@@ -28,6 +28,7 @@ from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
 from worker.core.bounces import analyse_bounce
 from worker.core.classify import classify
+from worker.core.commands import usage_text
 from worker.core.intake import Decision, JoinCase, OpenCase, Quarantine, decide_intake
 from worker.core.letters import letter_context
 from worker.core.lifecycle import obligation_due
@@ -318,10 +319,8 @@ class IngestService:
                 notification_ids=notification_ids(session, match.case_id) if match.case_id else (),
                 trusted_authserv_ids=mailbox.trusted_authserv_ids)
             if check.proven_by is not None and oversize:
-                self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
-                            status="quarantined", dedupe_key=dedupe_key, kind=MessageKind.HUMAN,
-                            reason=f"staff mail not relayed: {oversize}")
-                return "quarantined"
+                return self._oversize_from_staff(session, mailbox, uidvalidity, fetched, parsed,
+                                                 match.case_id, dedupe_key, oversize, now)
             if check.proven_by is not None:
                 return self._from_staff(session, mailbox, uidvalidity, fetched, parsed,
                                         match.case_id, check.proven_by, dedupe_key, detail, now)
@@ -345,6 +344,24 @@ class IngestService:
         return self._apply(session, decision, mailbox, uidvalidity, fetched, parsed,
                            classification, detail, dedupe_key=dedupe_key, now=now,
                            warnings=warnings)
+
+    def _oversize_from_staff(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
+                             fetched: FetchedMessage, parsed: ParsedMessage, case_id: int | None,
+                             dedupe_key: str, oversize: str, now: datetime) -> str:
+        """Staff mail over the size limit is not relayed (we only have its header), and the
+        sender is told so at once rather than left to think the customer has it."""
+        row = self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
+                          status="quarantined", dedupe_key=dedupe_key, kind=MessageKind.HUMAN,
+                          case_id=case_id, reason=f"staff mail not relayed: {oversize}")
+        if case_id is not None:
+            case = session.get_one(Case, case_id)
+            self.desk.mail.to_staff(
+                session, case, self.providers[case.provider_id], mailbox, row,
+                parsed.from_address or "", "command_error", now,
+                {"errors": [f"{oversize} It was not relayed to the customer: send the files "
+                            "another way, or your text again without them."],
+                 "commands": usage_text()})
+        return "quarantined"
 
     def _oversize_note(self, mailbox: MailboxConfig, fetched: FetchedMessage) -> str:
         limit = self.config.worker.max_message_bytes

@@ -18,6 +18,7 @@ from worker.adapters import repository as repo
 from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
 from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
+from worker.core.attachments import select_attachments
 from worker.core.bounces import analyse_bounce
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
 from worker.core.customer_intent import asks_for_deadlock, still_unhappy
@@ -74,9 +75,12 @@ class StaffDesk:
                        detail={"staff": staff, "authenticated": proof,
                                "relayed_message_id": relayed.message_id if relayed else None,
                                "commands": [str(c) for c in parsed.commands]})
-        if parsed.commands:
+        # Files too large to forward were left out of the relay: the sender must know.
+        left_out = select_attachments(row.raw).warning() if relayed is not None else None
+        if parsed.commands or left_out:
             self.mail.to_staff(session, case, rules, mailbox, row, staff, "confirmation", now,
-                               {"effects": effects, "relayed": relayed is not None})
+                               {"effects": effects, "relayed": relayed is not None,
+                                "warnings": [left_out] if left_out else []})
         return "staff-reply"
 
     def staff_direct(self, session: Session, case: Case, row: InboundMessage, msg: ParsedMessage,
