@@ -78,20 +78,22 @@ class DispatchService:
         """Send up to `limit` due rows; `full` says whether the limit stopped it."""
         return asyncio.run(self._dispatch(now=now, limit=limit))
 
-    def _claimed(self, now: datetime, limit: int) -> Generator[tuple[int, str], None, None]:
+    def _claimed(self, now: datetime, limit: int,
+                 counter: list[int]) -> Generator[tuple[int, str], None, None]:
         """Due rows in id order, claimed a chunk at a time so that several workers never send
         the same row at once. A claim lapses after `outbox_claim_seconds` (a worker that died
-        holding it); rows claimed but not handed out are released when the caller stops early."""
-        handed = after = 0
-        while handed < limit:
-            chunk = self._claim(now, min(CLAIM_CHUNK, limit - handed), after)
+        holding it); rows claimed but not handed out are released when the caller stops early.
+        `counter[0]` counts the rows handed out."""
+        after = 0
+        while counter[0] < limit:
+            chunk = self._claim(now, min(CLAIM_CHUNK, limit - counter[0]), after)
             if not chunk:
                 return
             taken = 0
             try:
                 for row in chunk:
                     taken += 1
-                    handed += 1
+                    counter[0] += 1
                     after = row[0]  # A row handed out once is not claimed again this pass.
                     yield row
             finally:
@@ -130,27 +132,20 @@ class DispatchService:
                 _hold_pending(session, state.retry_at)
                 result.outage = state.last_error
                 return result
-        claimed = self._claimed(now, limit)
+        handed = [0]
+        claimed = self._claimed(now, limit, handed)
         first = next(claimed, None)
         if first is None:
             return result
-        handed = 0
-
-        def counted() -> Iterator[tuple[int, str]]:
-            nonlocal handed
-            for row in chain([first], claimed):
-                handed += 1
-                yield row
-
         try:
-            await self._send(counted(), now, result)
+            await self._send(chain([first], claimed), now, result)
         finally:
             claimed.close()  # Releases whatever was claimed but not reached.
-        result.full = handed >= limit and result.outage is None
+        result.full = handed[0] >= limit and result.outage is None
         return result
 
     async def _send(self, due: Iterator[tuple[int, str]], now: datetime,
-                    result: DispatchResult) -> DispatchResult:
+                    result: DispatchResult) -> None:
         with self.sessions() as session:
             budget, frees_at = global_budget(session, now, self.settings)
         # Consecutive transient failures since the last success: two, or the only message
@@ -199,7 +194,6 @@ class DispatchService:
             result.outage = str(unsent[-1][1])
         elif result.sent:
             self._reachable()
-        return result
 
     def _outage(self, now: datetime, error: str) -> datetime:
         """Record one more pass that found the server unreachable; returns when to try again."""
