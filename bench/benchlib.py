@@ -55,6 +55,18 @@ def require_shared(what: str) -> Path | None:
     return found
 
 
+def begin(name: str, title: str) -> Path:
+    """Every benchmark's start: clean up on SIGTERM, print the banner and the machine, and make
+    its work folder (readable by Dovecot's unprivileged processes, which serve a Maildir there)."""
+    stop_cleanly_on_sigterm()
+    print(f"== {name}: {title} ==")
+    for line in machine_lines():
+        print(line)
+    work = Path(tempfile.mkdtemp(prefix=f"complaints-bench-{name}-"))
+    work.chmod(0o755)
+    return work
+
+
 def stop_cleanly_on_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so the servers and databases a benchmark made are removed."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,15 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the SQLite pass under py-spy; stacks and a summary go to DIR "
                              "(the figures of a profiled run are not comparable)")
     args = parser.parse_args(argv)
-    benchlib.stop_cleanly_on_sigterm()
     recipe = benchlib.require_shared("ingest benchmark")
     if recipe is None:
         return 0
-    print("== ingest: shared mail set -> Dovecot -> `once` -> sink ==")
-    for line in benchlib.machine_lines():
-        print(line)
-    work = Path(tempfile.mkdtemp(prefix="complaints-bench-ingest-"))
-    work.chmod(0o755)  # Dovecot's unprivileged processes must reach the Maildir under it.
+    work = benchlib.begin("ingest", "shared mail set -> Dovecot -> `once` -> sink")
     server = MailServer(recipe, work / "dovecot")
     try:
         mailset, manifest = benchlib.generate_mail(recipe, args.count, work)

@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,15 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = parser.parse_args(argv)
-    benchlib.stop_cleanly_on_sigterm()
     recipe = benchlib.require_shared("latency benchmark")
     if recipe is None:
         return 0
-    print("== latency: APPEND -> `run` -> acknowledgement at the sink ==")
-    for line in benchlib.machine_lines():
-        print(line)
-    work = Path(tempfile.mkdtemp(prefix="complaints-bench-latency-"))
-    work.chmod(0o755)  # Dovecot's unprivileged processes must reach the Maildir under it.
+    work = benchlib.begin("latency", "APPEND -> `run` -> acknowledgement at the sink")
     server = MailServer(recipe, work / "dovecot")
     try:
         messages = complaints(recipe, work, args.count + 1)

@@ -33,7 +33,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -363,11 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure, args.due, args.dispatch)))
         return 0
-    benchlib.stop_cleanly_on_sigterm()
-    print("== scale: timer sweep over a large case store ==")
-    for line in benchlib.machine_lines():
-        print(line)
-    work = Path(tempfile.mkdtemp(prefix="complaints-bench-scale-"))
+    work = benchlib.begin("scale", "timer sweep over a large case store")
     try:
         run_database("SQLite", benchlib.sqlite_url(work / "scale.db"), work, args)
         if args.pg:
