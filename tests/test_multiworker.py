@@ -212,3 +212,30 @@ def test_a_claim_left_by_a_dead_worker_lapses(tmp_path: Path, pg_url: str, pymap
     worker.app.cycle.dispatch_outbox(now=at + timedelta(minutes=6))
     assert len(sent_ids(smtp, "acknowledgement")) == 1, "the lapsed claim is taken over"
     worker.close()
+
+
+def test_once_leaves_alone_a_mailbox_another_worker_holds(tmp_path: Path, pg_url: str, pymap,
+                                                          smtp: EmbeddedSmtpServer, capsys):
+    from worker.adapters.locks import AdvisoryLock
+    from worker.cli import main
+
+    at = datetime(2026, 11, 16, 9, tzinfo=UTC)
+    boxes = [mailbox_for("claranet-soho"), mailbox_for("halo-tech-group")]
+    for box in boxes:
+        deliver_many("127.0.0.1", pymap.port, box.address, PASSWORD,
+                     [(complaint(1, box.address, at), at)])
+    config = write_config(tmp_path / "config.toml", db_url=pg_url, imap_port=pymap.port,
+                          smtp_port=smtp.port, mailboxes=boxes)
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    held = AdvisoryLock(engine, "mailbox:claranet-soho")  # A `run` elsewhere polls it.
+    try:
+        assert held.try_hold()
+        assert main(["--config", str(config), "once", "--now", at.isoformat()]) == 0
+    finally:
+        held.release()
+        engine.dispose()
+    out = capsys.readouterr().out
+    assert "claranet-soho: skipped, another worker is polling it" in out
+    assert "halo-tech-group: 1 fetched, 1 new case(s)" in out
+    assert "claranet-soho: 1 fetched" not in out

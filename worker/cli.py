@@ -171,18 +171,18 @@ def _mailbox_lock(app: Any, mailbox: Any) -> Any:
 
 def _once(app: Any, args: argparse.Namespace, *, shared: bool) -> int:
     """One pass. On a shared database it polls only the mailboxes no other worker holds."""
-    locks = [_mailbox_lock(app, m) for m in app.config.mailboxes] if shared else []
+    locks = {m.name: _mailbox_lock(app, m) for m in app.config.mailboxes} if shared else {}
     try:
-        owned = [lock for lock in locks if lock.try_hold()]
-        for lock in locks:
-            if lock not in owned:
-                print(f"{lock.name.removeprefix('mailbox:')}: skipped, another worker is polling it")
-        only = [m for m, lock in zip(app.config.mailboxes, locks, strict=True) if lock in owned] \
-            if shared else None
+        only = None
+        if shared:
+            only = [m for m in app.config.mailboxes if locks[m.name].try_hold()]
+            for mailbox in app.config.mailboxes:
+                if mailbox not in only:
+                    print(f"{mailbox.name}: skipped, another worker is polling it")
         result = app.cycle.run_pass(now=args.now or datetime.now(UTC), only=only,
                                     acknowledge=False if args.no_acknowledge else None)
     finally:
-        for lock in locks:
+        for lock in locks.values():
             lock.release()
     _print_pass(result)
     return EXIT_OK if result.ok else EXIT_FAILURE
