@@ -104,6 +104,14 @@ def deliver_by(deadline: datetime, queued_at: datetime) -> datetime:
     return max(deadline, queued_at + DELIVERY_GRACE)
 
 
+def fulfils(row: Outbox, obligation_id: str, deadline: datetime, now: datetime) -> None:
+    """Mark a queued message as fulfilling an obligation, so an outage that holds it past its
+    deadline is a breach (a suppressed message never leaves; staff were alerted already)."""
+    row.obligation_id = obligation_id
+    if row.status == "pending":
+        row.deliver_by = deliver_by(deadline, now)
+
+
 # Automatic mail that can loop with an auto-responder; regulatory letters and relayed staff
 # replies are never limited.
 RATE_LIMITED = ("acknowledgement", "update")

@@ -29,7 +29,7 @@ from worker.core.message import ParsedMessage
 from worker.core.replan import PlannedTimer, catch_up, occurrence_timer
 from worker.core.rules import Duration, Obligation, ProviderRules
 from worker.services.case_mail import CaseMail, new_text
-from worker.services.outbox import deliver_by
+from worker.services.outbox import fulfils
 from worker.services.timers import Calendars, add_timer
 
 
@@ -67,8 +67,7 @@ class StaffDesk:
             # of them (an SMTP outage), that is a breach like any late letter.
             upcoming = sorted((deadline, rule) for rule, deadline in met if deadline >= now)
             if upcoming:
-                relayed.obligation_id = upcoming[0][1]
-                relayed.deliver_by = deliver_by(upcoming[0][0], now)
+                fulfils(relayed, upcoming[0][1], upcoming[0][0], now)
         effects = [self._apply(session, case, rules, mailbox, row, command, staff, now)
                    for command in parsed.commands]
         repo.add_event(session, case.id, "staff_response", at=now, inbound_message_id=row.id,

@@ -25,7 +25,7 @@ from worker.adapters.db_models import Case, Outbox, Timer
 from worker.config import Config, MailboxConfig
 from worker.core.letters import local_datetime_text
 from worker.core.rules import Obligation, Owner, ProviderRules
-from worker.services.outbox import deliver_by
+from worker.services.outbox import fulfils
 from worker.services.staff import StaffDesk
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class TimerSweep:
             # The regulator counts the threshold in weeks, so in days: a letter that leaves on
             # the threshold's (local) day is on time, one that leaves the day after is not.
             deadline = _end_of_local_day(deadline, rules.timezone)
-        _fulfils(row, obligation, deadline, now)
+        fulfils(row, obligation.id, deadline, now)
 
     def _update(self, session: Session, timer: Timer, case: Case, rules: ProviderRules,
                 mailbox: MailboxConfig, obligation: Obligation, now: datetime) -> None:
@@ -261,7 +261,7 @@ class TimerSweep:
                                         f"{timer.occurrence}", limited=True)
         # The update must reach the customer by the occurrence's deadline (it is sent
         # `send_before` it, which is its slack).
-        _fulfils(row, obligation, timer.deadline_at or timer.due_at, now)
+        fulfils(row, obligation.id, timer.deadline_at or timer.due_at, now)
         missed = self.desk.schedule_next(session, case, rules, obligation, timer, now)
         for deadline in missed:
             self._breach(session, timer, case, obligation, now, hard=False, deadline=deadline,
@@ -281,9 +281,7 @@ class TimerSweep:
         if rules.deadlock is not None and rules.deadlock.on_request:
             row = self.desk.deadlock_letter(session, case, rules, mailbox, now)
             # Due at the decision deadline: held past it by an outage, it is a breach.
-            row.obligation_id = "deadlock_decision"
-            if row.status == "pending":
-                row.deliver_by = deliver_by(timer.due_at, now)
+            fulfils(row, "deadlock_decision", timer.due_at, now)
             repo.add_event(session, case.id, "deadlock_letter_by_deadline", at=now, detail={
                 "reason": "the decision deadline passed without a permitted refusal"})
             return
@@ -306,14 +304,6 @@ class TimerSweep:
                            "due_local": local_datetime_text(due, rules.timezone)},
             "stage_owner": f"{stage.name} ({stage.owner})" if stage else "staff",
         }
-
-
-def _fulfils(row: Outbox, obligation: Obligation, deadline: datetime, now: datetime) -> None:
-    """Mark a queued letter as fulfilling `obligation`, so an outage that holds it past its
-    deadline is a breach (a suppressed letter never leaves; staff were alerted already)."""
-    row.obligation_id = obligation.id
-    if row.status == "pending":
-        row.deliver_by = deliver_by(deadline, now)
 
 
 def _end_of_local_day(instant: datetime, timezone: str) -> datetime:
