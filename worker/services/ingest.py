@@ -26,7 +26,7 @@ from worker.adapters.db_models import Case, InboundMessage, Outbox
 from worker.adapters.imap import FetchedMessage, MailboxSource
 from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
-from worker.core.bounces import analyse_bounce
+from worker.core.bounces import BounceReport, analyse_bounce
 from worker.core.classify import classify
 from worker.core.commands import usage_text
 from worker.core.intake import Decision, JoinCase, OpenCase, Quarantine, decide_intake
@@ -290,8 +290,8 @@ class IngestService:
 
         classification = classify(parsed, own_addresses=self.config.own_addresses)
         automated = classification.kind.is_automated
-        failed = analyse_bounce(parsed).recipients \
-            if classification.kind is MessageKind.BOUNCE else ()
+        bounce = analyse_bounce(parsed) if classification.kind is MessageKind.BOUNCE else None
+        failed = bounce.recipients if bounce else ()
         match = match_thread(
             parsed,
             known_message_ids=repo.known_message_ids(
@@ -343,7 +343,7 @@ class IngestService:
                                 add_party=None)
         return self._apply(session, decision, mailbox, uidvalidity, fetched, parsed,
                            classification, detail, dedupe_key=dedupe_key, now=now,
-                           warnings=warnings)
+                           warnings=warnings, bounce=bounce)
 
     def _oversize_from_staff(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
                              fetched: FetchedMessage, parsed: ParsedMessage, case_id: int | None,
@@ -397,7 +397,7 @@ class IngestService:
     def _apply(self, session: Session, decision: Decision, mailbox: MailboxConfig,
                uidvalidity: int, fetched: FetchedMessage, parsed: ParsedMessage,
                classification: Classification, detail: dict[str, object], *, dedupe_key: str,
-               now: datetime, warnings: list[str]) -> str:
+               now: datetime, warnings: list[str], bounce: BounceReport | None = None) -> str:
         if isinstance(decision, Quarantine):
             self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
                         status="quarantined", reason=decision.reason, dedupe_key=dedupe_key,
@@ -414,9 +414,9 @@ class IngestService:
             repo.add_event(session, case.id, decision.event_kind, at=now,
                            inbound_message_id=row.id, detail=detail)
             self._security_event(session, case, row, detail, now)
-            if classification.kind is MessageKind.BOUNCE:
+            if bounce is not None:
                 self.desk.bounced(session, case, self.providers[case.provider_id], mailbox,
-                                  parsed, now)
+                                  bounce, now)
             if classification.kind is MessageKind.HUMAN:
                 rules = self.providers[case.provider_id]
                 warnings += self.desk.customer_wrote(session, case, rules, parsed, now)

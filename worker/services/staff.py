@@ -19,7 +19,7 @@ from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
 from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
 from worker.core.attachments import select_attachments
-from worker.core.bounces import analyse_bounce
+from worker.core.bounces import BounceReport
 from worker.core.commands import Command, ParsedCommands, parse_commands, usage_text
 from worker.core.customer_intent import asks_for_deadlock, still_unhappy
 from worker.core.deadlines import due_at
@@ -370,9 +370,8 @@ class StaffDesk:
     # ------------------------------------------------------------------ mail
 
     def bounced(self, session: Session, case: Case, rules: ProviderRules, mailbox: MailboxConfig,
-                msg: ParsedMessage, now: datetime) -> None:
+                report: BounceReport, now: datetime) -> None:
         """A bounce of our mail: a permanent one stops all mail to that address on the case."""
-        report = analyse_bounce(msg)
         for party in case.parties:
             if party.address not in report.recipients:
                 continue
