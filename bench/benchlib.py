@@ -252,6 +252,8 @@ class Sink:
     def __init__(self, recipe: Path, log: Path, port: int | None = None) -> None:
         self.recipe, self.log, self.port = recipe, log, port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
+        # CPU seconds the sink used, read as it stops: it shares the machine with the worker.
+        self.cpu_s = 0.0
 
     def __enter__(self) -> Sink:
         self.log.unlink(missing_ok=True)
@@ -265,12 +267,23 @@ class Sink:
     def __exit__(self, *_: object) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
+            self.cpu_s = process_cpu_seconds(proc.pid)
             terminate(proc, 10)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc), 0 where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: utime and stime are the 12th and 13th fields (man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def terminate(proc: subprocess.Popen[Any], timeout: float) -> None:

@@ -55,6 +55,7 @@ class Outcome:
     sink_acks: int
     sink_notifications: int
     problems: list[str] = field(default_factory=list)
+    sink_cpu_s: float = 0.0
 
     @property
     def wall_s(self) -> float:
@@ -163,6 +164,7 @@ def run_ours(server: MailServer, recipe: Path, work: Path, label: str, db_url: s
         print(f"profile     {stacks} (summary: {stacks.with_suffix('.summary')}); "
               "this run's figures include the profiler")
     outcome = check(label, db_url, manifest, sink.records(), passes, server.count())
+    outcome.sink_cpu_s = sink.cpu_s
     if passes[-1].returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         outcome.problems.append(f"`once` exited with {passes[-1].returncode}: " + " | ".join(tail))
@@ -308,6 +310,12 @@ def report(outcomes: list[Outcome], peer: dict[str, Any] | None, startup: float,
         print(f"  cases {o.cases}; outbox: {outbox}")
         print(f"  sink received {o.sink_acks} acknowledgements, {o.sink_notifications} staff "
               f"notifications; INBOX left {o.inbox_left}")
+        received = o.sink_acks + o.sink_notifications
+        if o.sink_cpu_s and received:
+            # The sink parses every message in one thread: no worker can go faster than it.
+            print(f"  the sink itself used {o.sink_cpu_s:.2f} s of CPU "
+                  f"({o.sink_cpu_s / received * 1000:.1f} ms a message): on its own it caps this "
+                  f"run at {o.count / o.sink_cpu_s:.0f} msg/s")
         for problem in o.problems:
             print(f"  PROBLEM: {problem}")
 

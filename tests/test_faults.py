@@ -380,8 +380,17 @@ def test_sqlite_locked_by_another_process_mid_pass(tmp_path: Path, pymap, smtp,
             other.execute("ROLLBACK")
 
     event.listen(engine, "handle_error", unlock_after_the_worker_gives_up)
-    # Another process takes the write lock while the worker is on the second message.
-    blip_on(monkeypatch, raws[1], lambda: other.execute("BEGIN IMMEDIATE"))
+    # Another process takes the write lock as soon as the worker has committed the first
+    # message, so the worker cannot write the second.
+    committed = []
+    blip_on(monkeypatch, raws[0], lambda: committed.append(False))
+
+    def lock_after_first_message(_session) -> None:  # type: ignore[no-untyped-def]
+        if committed == [False]:
+            committed[0] = True
+            other.execute("BEGIN IMMEDIATE")
+
+    event.listen(worker.app.sessions, "after_commit", lock_after_first_message)
     check_blip_then_recovery(worker, smtp, "database is locked")
     other.close()
     worker.close()

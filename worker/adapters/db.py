@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.adapters.repository import drop_events, write_events
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -31,7 +33,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    event.listen(factory, "before_commit", write_events)
+    event.listen(factory, "after_soft_rollback", drop_events)
+    return factory
 
 
 @contextmanager

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, delete, func, select, union_all
+from sqlalchemy import CompoundSelect, delete, func, insert, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from worker.adapters.db_models import (
     Case,
@@ -95,9 +95,12 @@ def smtp_state(session: Session) -> SmtpState:
     return state
 
 
-def first_with_dedupe_key(session: Session, mailbox: str, key: str) -> InboundMessage | None:
-    return session.scalar(select(InboundMessage).where(
-        InboundMessage.mailbox == mailbox, InboundMessage.dedupe_key == key))
+def first_with_dedupe_key(session: Session, mailbox: str,
+                          key: str) -> tuple[int, int | None] | None:
+    """The id and case of the message of `mailbox` stored with this dedupe key (unique)."""
+    row = session.execute(select(InboundMessage.id, InboundMessage.case_id).where(
+        InboundMessage.mailbox == mailbox, InboundMessage.dedupe_key == key)).first()
+    return (row.id, row.case_id) if row else None
 
 
 def known_message_ids(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
@@ -160,11 +163,30 @@ def add_party(
     return True
 
 
+# The session's events not yet written: see write_events.
+PENDING_EVENTS = "complaints_worker_events"
+
+
 def add_event(
     session: Session, case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
     inbound_message_id: int | None = None, outbox_id: int | None = None,
-) -> CaseEvent:
-    event = CaseEvent(case_id=case_id, kind=kind, at=at, detail=detail,
-                      inbound_message_id=inbound_message_id, outbox_id=outbox_id)
-    session.add(event)
-    return event
+) -> None:
+    """Add an audit event to the transaction. Events are only appended, never read back while
+    deciding, so they wait to be written in one INSERT as the transaction commits."""
+    session.info.setdefault(PENDING_EVENTS, []).append({
+        "case_id": case_id, "kind": kind, "at": at, "detail": detail,
+        "inbound_message_id": inbound_message_id, "outbox_id": outbox_id})
+
+
+def write_events(session: Session) -> None:
+    """Write the transaction's audit events, in the order they were added (before commit)."""
+    events = session.info.pop(PENDING_EVENTS, None)
+    if events:
+        session.flush()  # The rows they name.
+        session.execute(insert(CaseEvent).execution_options(render_nulls=True), events)
+
+
+def drop_events(session: Session, previous: SessionTransaction) -> None:
+    """A transaction that rolls back writes none of its events (after_soft_rollback)."""
+    if not previous.nested:
+        session.info.pop(PENDING_EVENTS, None)

@@ -37,6 +37,9 @@ class AttachmentSelection:
                 f"all: {names}. The stored message keeps them.")
 
 
+NO_ATTACHMENTS = AttachmentSelection(files=())
+
+
 def select_attachments(raw: bytes, *, limit: int = MAX_TOTAL_BYTES) -> AttachmentSelection:
     """Every attachment in order; a file that would take the total over `limit` is left out
     (and named), and smaller ones after it still go."""

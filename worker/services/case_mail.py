@@ -18,7 +18,7 @@ from worker.adapters import repository as repo
 from worker.adapters.db_models import Case, InboundMessage, Outbox, Timer
 from worker.adapters.templates import Rendered, TemplateRenderer
 from worker.config import Config, MailboxConfig
-from worker.core.attachments import extract_attachments, select_attachments
+from worker.core.attachments import NO_ATTACHMENTS, extract_attachments, select_attachments
 from worker.core.commands import usage_text
 from worker.core.letters import letter_context, local_datetime_text
 from worker.core.message import ParsedMessage
@@ -76,7 +76,8 @@ class CaseMail:
                            inbound_message_id=row.id,
                            detail={"reason": "the mailbox has no notify addresses"})
             return
-        attached = select_attachments(row.raw)
+        # Parsing the message again for its files is only worth it when it has some.
+        attached = select_attachments(row.raw) if msg.attachments else NO_ATTACHMENTS
         left_out = attached.warning()
         context = self.case_context(session, case, rules)
         context.update({

@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import chain
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,10 @@ from worker.errors import SendFailure, SendFailureKind
 from worker.services.outbox import RATE_LIMITED, global_budget
 
 log = logging.getLogger(__name__)
+
+# What sending a row and recording it as sent need, read in one query.
+_SENDING = (Outbox.id, Outbox.case_id, Outbox.purpose, Outbox.message_id, Outbox.envelope_from,
+            Outbox.recipients, Outbox.raw, Outbox.deliver_by, Outbox.obligation_id)
 
 # Rows are claimed this many at a time (for `outbox_claim_seconds`): a worker that dies holding
 # a claim only delays those rows, and a live one finishes a chunk long before its claim lapses.
@@ -159,11 +164,10 @@ class DispatchService:
                     result.deferred.append(outbox_id)
                     continue
                 with self.sessions() as session:
-                    row = session.get_one(Outbox, outbox_id)
-                    envelope, recipients, raw = row.envelope_from, list(row.recipients), row.raw
+                    row = session.execute(select(*_SENDING).where(Outbox.id == outbox_id)).one()
                 tried += 1
                 try:
-                    reply = await sender.send(envelope, recipients, raw)
+                    reply = await sender.send(row.envelope_from, list(row.recipients), row.raw)
                 except SendFailure as failure:
                     if failure.kind is SendFailureKind.TRANSIENT:
                         unsent.append((outbox_id, failure))
@@ -184,7 +188,7 @@ class DispatchService:
                 unsent = []
                 if purpose in RATE_LIMITED:
                     budget -= 1
-                self._mark_sent(outbox_id, reply, now)
+                self._mark_sent(row, reply, now)
                 result.sent += 1
         outage = len(unsent) == 2 or (len(unsent) == 1 and tried == 1)
         retry_at = self._outage(now, str(unsent[-1][1])) if outage else None
@@ -227,13 +231,11 @@ class DispatchService:
             row.last_error = reason
             row.claimed_until = None
 
-    def _mark_sent(self, outbox_id: int, reply: str, now: datetime) -> None:
+    def _mark_sent(self, row: Any, reply: str, now: datetime) -> None:
+        """`row`: the columns of _SENDING."""
         with transaction(self.sessions) as session:
-            row = session.get_one(Outbox, outbox_id)
-            row.status = "sent"
-            row.sent_at = now
-            row.attempts += 1
-            row.last_error = None
+            session.execute(update(Outbox).where(Outbox.id == row.id).values(
+                status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error=None))
             if row.case_id is not None:
                 detail: dict[str, object] = {
                     "purpose": row.purpose, "message_id": row.message_id, "to": row.recipients,

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import Case, InboundMessage, Outbox
+from worker.adapters.db_models import Case, InboundMessage, MailboxState, Outbox
 from worker.adapters.imap import FetchedMessage, MailboxSource
 from worker.adapters.templates import TemplateRenderer
 from worker.config import Config, MailboxConfig
@@ -106,11 +107,12 @@ class IngestService:
                 # message's fault.
                 messages = list(source.fetch(batch,
                                              max_bytes=self.config.worker.max_message_bytes))
-                failed = self._start_batch(mailbox, status.uidvalidity, batch)
+                failed, stored = self._start_batch(mailbox, status.uidvalidity, batch)
                 done: list[int] = []
                 for fetched in messages:
                     outcome = self._process(mailbox, status.uidvalidity, fetched, now=now,
-                                            acknowledge=ack, failed=failed.get(fetched.uid))
+                                            acknowledge=ack, failed=failed.get(fetched.uid),
+                                            stored=fetched.uid in stored)
                     _count(result, outcome)
                     if outcome != "retry":
                         done.append(fetched.uid)
@@ -147,14 +149,16 @@ class IngestService:
             return state.last_uid, set(repo.failed_attempts(session, mailbox.name,
                                                             mailbox.folder, uidvalidity))
 
-    def _start_batch(self, mailbox: MailboxConfig, uidvalidity: int,
-                     batch: list[int]) -> dict[int, tuple[int, str]]:
+    def _start_batch(self, mailbox: MailboxConfig, uidvalidity: int, batch: list[int]
+                     ) -> tuple[dict[int, tuple[int, str]], set[int]]:
         """Record the batch as in hand (one commit per batch, not per message) and return the
-        failed attempts so far at its messages: uid -> (count, last error)."""
+        failed attempts so far at its messages (uid -> (count, last error)) and which of them
+        are stored already."""
         with transaction(self.sessions) as session:
             repo.mailbox_state(session, mailbox.name, mailbox.folder).inflight = list(batch)
             rows = repo.failed_attempts(session, mailbox.name, mailbox.folder, uidvalidity, batch)
-            return {uid: (row.attempts, row.last_error) for uid, row in rows.items()}
+            stored = repo.stored_uids(session, mailbox.name, mailbox.folder, uidvalidity, batch)
+            return {uid: (row.attempts, row.last_error) for uid, row in rows.items()}, stored
 
     def _blame_crash(self, session: Session, mailbox: MailboxConfig, source: MailboxSource,
                      uidvalidity: int, inflight: list[int], now: datetime) -> None:
@@ -213,9 +217,11 @@ class IngestService:
                                      vanished)
 
     def _process(self, mailbox: MailboxConfig, uidvalidity: int, fetched: FetchedMessage, *,
-                 now: datetime, acknowledge: bool, failed: tuple[int, str] | None) -> str:
+                 now: datetime, acknowledge: bool, failed: tuple[int, str] | None,
+                 stored: bool) -> str:
         """One message, one transaction. A message that fails is retried on later passes and
-        quarantined after `poison_attempts` failures; the loop goes on either way."""
+        quarantined after `poison_attempts` failures; the loop goes on either way. `stored`:
+        the batch found it stored already."""
         limit = self.config.worker.poison_attempts
         if failed is not None and failed[0] >= limit:
             with transaction(self.sessions) as session:
@@ -225,7 +231,8 @@ class IngestService:
             try:
                 with transaction(self.sessions) as session:
                     outcome = self._ingest(session, mailbox, uidvalidity, fetched, now=now,
-                                           acknowledge=acknowledge)
+                                           acknowledge=acknowledge,
+                                           stored=stored if attempt == 1 else None)
                     if failed is not None:
                         repo.forget_attempts(session, mailbox.name, mailbox.folder, uidvalidity,
                                              [fetched.uid])
@@ -269,8 +276,13 @@ class IngestService:
         return "quarantined"
 
     def _ingest(self, session: Session, mailbox: MailboxConfig, uidvalidity: int,
-                fetched: FetchedMessage, *, now: datetime, acknowledge: bool) -> str:
-        if repo.stored_uids(session, mailbox.name, mailbox.folder, uidvalidity, [fetched.uid]):
+                fetched: FetchedMessage, *, now: datetime, acknowledge: bool,
+                stored: bool | None) -> str:
+        """`stored`: whether the message is stored already, None to look (after a conflict)."""
+        if stored is None:
+            stored = bool(repo.stored_uids(session, mailbox.name, mailbox.folder, uidvalidity,
+                                           [fetched.uid]))
+        if stored:
             return "already-stored"
         self._advance(session, mailbox, fetched.uid)
         parsed = parse_message(fetched.raw)
@@ -283,9 +295,10 @@ class IngestService:
         dedupe_key = parsed.message_id or "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
         first = repo.first_with_dedupe_key(session, mailbox.name, dedupe_key)
         if first is not None:
+            first_id, first_case = first
             self._store(session, mailbox, uidvalidity, fetched, now=now, parsed=parsed,
-                        status="duplicate", case_id=first.case_id,
-                        reason=f"same Message-ID as message #{first.id}")
+                        status="duplicate", case_id=first_case,
+                        reason=f"same Message-ID as message #{first_id}")
             return "duplicate"
 
         classification = classify(parsed, own_addresses=self.config.own_addresses)
@@ -447,7 +460,7 @@ class IngestService:
             subject=without_references(parsed.subject) or "(no subject)",
             customer_address=decision.customer_address,
             customer_name=parsed.from_name, first_raised_at=decision.first_raised_at,
-            created_at=now,
+            created_at=now, parties=[],  # new: nothing to load
         )
         session.add(case)
         session.flush()
@@ -520,8 +533,11 @@ class IngestService:
         return row
 
     def _advance(self, session: Session, mailbox: MailboxConfig, uid: int) -> None:
-        state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
-        state.last_uid = max(state.last_uid, uid)
+        """Move the folder's UID watermark, in the message's transaction (the row exists:
+        `_resume` made it)."""
+        session.execute(update(MailboxState).where(
+            MailboxState.mailbox == mailbox.name, MailboxState.folder == mailbox.folder,
+            MailboxState.last_uid < uid).values(last_uid=uid))
 
 
 def _count(result: PollResult, outcome: str) -> None:

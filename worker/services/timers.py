@@ -7,9 +7,10 @@ only keeps the `timer` table in step with the rules, with an audit event for eve
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
@@ -39,24 +40,33 @@ class Calendars:
 def plan_new_case(session: Session, case: Case, rules: ProviderRules, calendar: BusinessCalendar,
                   *, acknowledged: bool, now: datetime) -> None:
     """Add the new case's timers, in the caller's transaction, each with its audit event."""
-    for planned in intake_timers(rules, calendar, received=case.first_raised_at,
-                                 first_raised=case.first_raised_at, acknowledged=acknowledged):
-        add_timer(session, case.id, planned, now)
+    add_timers(session, case.id, intake_timers(rules, calendar, received=case.first_raised_at,
+                                               first_raised=case.first_raised_at,
+                                               acknowledged=acknowledged), now)
 
 
-def add_timer(session: Session, case_id: int, planned: PlannedTimer, now: datetime) -> Timer:
+def add_timer(session: Session, case_id: int, planned: PlannedTimer, now: datetime) -> None:
     """Persist one planned timer with its audit event."""
-    timer = Timer(case_id=case_id, obligation_id=planned.obligation_id, kind=planned.kind,
-                  occurrence=planned.occurrence, start_at=planned.start_at,
-                  due_at=planned.due_at, deadline_at=planned.deadline_at, status="pending",
-                  promised=planned.promised, planned_at=now)
-    session.add(timer)
-    repo.add_event(session, case_id, "timer_planned", at=now, detail={
-        "rule": planned.obligation_id, "kind": planned.kind, "occurrence": planned.occurrence,
-        "due_at": planned.due_at.isoformat(),
-        "deadline_at": planned.deadline_at.isoformat() if planned.deadline_at else None,
-        "promised": planned.promised})
-    return timer
+    add_timers(session, case_id, [planned], now)
+
+
+def add_timers(session: Session, case_id: int, planned: Iterable[PlannedTimer],
+               now: datetime) -> None:
+    """Persist planned timers, each with its audit event, in one INSERT."""
+    rows = []
+    for timer in planned:
+        rows.append({"case_id": case_id, "obligation_id": timer.obligation_id, "kind": timer.kind,
+                     "occurrence": timer.occurrence, "start_at": timer.start_at,
+                     "due_at": timer.due_at, "deadline_at": timer.deadline_at,
+                     "status": "pending", "fired_at": None, "promised": timer.promised,
+                     "planned_at": now})
+        repo.add_event(session, case_id, "timer_planned", at=now, detail={
+            "rule": timer.obligation_id, "kind": timer.kind, "occurrence": timer.occurrence,
+            "due_at": timer.due_at.isoformat(),
+            "deadline_at": timer.deadline_at.isoformat() if timer.deadline_at else None,
+            "promised": timer.promised})
+    if rows:
+        session.execute(insert(Timer).execution_options(render_nulls=True), rows)
 
 
 def replan_open_cases(sessions: sessionmaker[Session], calendars: Calendars,
