@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +56,59 @@ def test_idle_wakes_when_mail_arrives(kept_open: tuple[ImapMailbox, int]):
     source.close()
     source.open()
     assert len(source.new_uids(0)) == 1
+
+
+class SplitLineServer:
+    """A scripted IMAP server whose IDLE sends one FETCH line in two TCP segments, 0.3 s apart.
+
+    pymap does this now and then under load; imapclient's `idle_check` aborted on it with
+    "unterminated line", which dropped the connection.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 IDLE] ready\r\n")
+            for line in lines:
+                tag, command = [*line.split(), b"", b""][:2]
+                command = command.upper()
+                if command == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 IDLE\r\n" + tag + b" OK done\r\n")
+                elif command == b"SELECT":
+                    conn.sendall(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n"
+                                 b"* OK [PERMANENTFLAGS (\\*)] ok\r\n" + tag + b" OK [READ-WRITE] done\r\n")
+                elif command == b"IDLE":
+                    conn.sendall(b"+ idling\r\n")
+                    time.sleep(0.2)
+                    conn.sendall(b"* 1 FETCH (FL")
+                    time.sleep(0.3)
+                    conn.sendall(b"AGS (\\Seen))\r\n* 2 EXISTS\r\n")
+                    lines.readline()  # DONE
+                    conn.sendall(tag + b" OK idle done\r\n")
+                elif command == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:
+                    conn.sendall(tag + b" OK done\r\n")
+
+
+def test_a_line_split_across_packets_is_read_whole(tmp_path: Path):
+    server = SplitLineServer()
+    path = write_config(tmp_path / "c.toml", db_url="sqlite:///x.db", imap_port=server.port,
+                        smtp_port=25, mailboxes=[mailbox_for("claranet-soho")])
+    source = ImapMailbox(load_config(path).mailboxes[0], keep_open=True)
+    source.open()
+    try:
+        assert source.wait_for_mail(10, check_every=0.1) is True
+        assert source.is_open, "the connection survives the split line"
+    finally:
+        source.disconnect()
 
 
 def test_a_stop_request_ends_the_wait(kept_open: tuple[ImapMailbox, int]):

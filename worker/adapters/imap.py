@@ -6,6 +6,8 @@ Never deletes.
 from __future__ import annotations
 
 import contextlib
+import re
+import select
 import shlex
 import socket
 import ssl
@@ -241,12 +243,42 @@ class ImapMailbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                arrived = _announces_mail(client.idle_check(timeout=min(left, check_every)))
+                arrived = any(_ANNOUNCES_MAIL.match(line)
+                              for line in self._idle_lines(min(left, check_every)))
             _text, responses = client.idle_done()
         except NETWORK_ERRORS as exc:
             self.disconnect()
             raise MailboxError(_describe(exc)) from exc
         return arrived or _announces_mail(responses)
+
+    def _idle_lines(self, timeout: float) -> list[bytes]:
+        """The untagged lines the server sends in IDLE within `timeout` seconds, each one whole.
+
+        Not imapclient's `idle_check`: it reads in non-blocking mode and aborts with
+        "unterminated line" when a line arrives in two TCP segments (seen with pymap's
+        FETCH). Only the wait is non-blocking here; lines are read with the normal timeout.
+        """
+        imap = self.client._imap
+        if not self._line_waiting():
+            poller = select.poll()  # Not select(): it fails on descriptors above 1024.
+            poller.register(self.client.socket().fileno(), select.POLLIN)
+            if not poller.poll(timeout * 1000):
+                return []
+        lines = [imap._get_line()]
+        while self._line_waiting():
+            lines.append(imap._get_line())
+        return lines
+
+    def _line_waiting(self) -> bool:
+        """Whether bytes are buffered or readable now, without blocking."""
+        sock = self.client.socket()
+        sock.setblocking(False)
+        try:
+            return bool(self.client._imap.file.peek(1))
+        except OSError:  # Nothing to read (a TLS socket says so with SSLWantReadError).
+            return False
+        finally:
+            sock.settimeout(self.timeout)
 
     def close(self) -> None:
         if not self.keep_open:
@@ -263,8 +295,12 @@ class ImapMailbox:
                 client.shutdown()
 
 
+# EXISTS (and the older RECENT) tell an IDLE client that a message was added.
+_ANNOUNCES_MAIL = re.compile(rb"\* \d+ (?:EXISTS|RECENT)\b", re.IGNORECASE)
+
+
 def _announces_mail(responses: Sequence[tuple[object, ...]]) -> bool:
-    """EXISTS (and the older RECENT) tell an IDLE client that a message was added."""
+    """The same test on the responses imapclient parsed from the end of IDLE."""
     return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
