@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Engine, Row, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import Outbox
+from worker.adapters.db_models import CaseEvent, Outbox
 from worker.adapters.smtp import MailSender
 from worker.config import WorkerSettings
 from worker.errors import SendFailure, SendFailureKind
@@ -27,7 +27,7 @@ from worker.services.outbox import RATE_LIMITED, global_budget
 
 log = logging.getLogger(__name__)
 
-# What sending a row and recording it as sent need, read in one query.
+# What sending a row and recording it as sent need, read with its claim.
 _SENDING = (Outbox.id, Outbox.case_id, Outbox.purpose, Outbox.message_id, Outbox.envelope_from,
             Outbox.recipients, Outbox.raw, Outbox.deliver_by, Outbox.obligation_id)
 
@@ -76,6 +76,7 @@ class DispatchService:
     def __init__(self, *, sessions: sessionmaker[Session], sender_factory: Callable[[], MailSender],
                  settings: WorkerSettings) -> None:
         self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
         self.sender_factory = sender_factory
         self.settings = settings
 
@@ -83,12 +84,11 @@ class DispatchService:
         """Send up to `limit` due rows; `full` says whether the limit stopped it."""
         return asyncio.run(self._dispatch(now=now, limit=limit))
 
-    def _claimed(self, now: datetime, limit: int,
-                 counter: list[int]) -> Generator[tuple[int, str], None, None]:
-        """Due rows in id order, claimed a chunk at a time so that several workers never send
-        the same row at once. A claim lapses after `outbox_claim_seconds` (a worker that died
-        holding it); rows claimed but not handed out are released when the caller stops early.
-        `counter[0]` counts the rows handed out."""
+    def _claimed(self, now: datetime, limit: int, counter: list[int]) -> Generator[Row[Any], None, None]:
+        """Due rows (the columns of _SENDING) in id order, claimed a chunk at a time so that
+        several workers never send the same row at once. A claim lapses after
+        `outbox_claim_seconds` (a worker that died holding it); rows claimed but not handed out
+        are released when the caller stops early. `counter[0]` counts the rows handed out."""
         after = 0
         while counter[0] < limit:
             chunk = self._claim(now, min(CLAIM_CHUNK, limit - counter[0]), after)
@@ -99,27 +99,28 @@ class DispatchService:
                 for row in chunk:
                     taken += 1
                     counter[0] += 1
-                    after = row[0]  # A row handed out once is not claimed again this pass.
+                    after = row.id  # A row handed out once is not claimed again this pass.
                     yield row
             finally:
-                self._release([row_id for row_id, _ in chunk[taken:]])
+                self._release([row.id for row in chunk[taken:]])
 
-    def _claim(self, now: datetime, limit: int, after: int) -> list[tuple[int, str]]:
-        with transaction(self.sessions) as session:
-            query = (select(Outbox.id, Outbox.purpose)
+    def _claim(self, now: datetime, limit: int, after: int) -> list[Row[Any]]:
+        """A chunk of due rows with everything sending them needs, read in one query."""
+        with self.engine.begin() as connection:
+            query = (select(*_SENDING)
                      .where(Outbox.id > after, Outbox.status == "pending",
                             Outbox.next_attempt_at <= now,
                             or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now))
                      .order_by(Outbox.id).limit(limit))
-            shared = session.get_bind().dialect.name == "postgresql"
+            shared = connection.dialect.name == "postgresql"
             if shared:
                 query = query.with_for_update(skip_locked=True)
-            rows = [(row_id, purpose) for row_id, purpose in session.execute(query)]
+            rows = list(connection.execute(query))
             # SQLite has one worker: no claims, so a restart after a crash re-sends at once.
             if rows and shared:
                 until = now + timedelta(seconds=self.settings.outbox_claim_seconds)
-                session.execute(update(Outbox).where(Outbox.id.in_([i for i, _ in rows]))
-                                .values(claimed_until=until))
+                connection.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]))
+                                   .values(claimed_until=until))
             return rows
 
     def _release(self, ids: list[int]) -> None:
@@ -149,7 +150,7 @@ class DispatchService:
         result.full = handed[0] >= limit and result.outage is None
         return result
 
-    async def _send(self, due: Iterator[tuple[int, str]], now: datetime,
+    async def _send(self, due: Iterator[Row[Any]], now: datetime,
                     result: DispatchResult) -> None:
         with self.sessions() as session:
             budget, frees_at = global_budget(session, now, self.settings)
@@ -158,13 +159,12 @@ class DispatchService:
         unsent: list[tuple[int, SendFailure]] = []
         tried = 0
         async with self.sender_factory() as sender:
-            for outbox_id, purpose in due:
+            for row in due:
+                outbox_id, purpose = row.id, row.purpose
                 if purpose in RATE_LIMITED and budget <= 0:
                     self._defer(outbox_id, frees_at, now)
                     result.deferred.append(outbox_id)
                     continue
-                with self.sessions() as session:
-                    row = session.execute(select(*_SENDING).where(Outbox.id == outbox_id)).one()
                 tried += 1
                 try:
                     reply = await sender.send(row.envelope_from, list(row.recipients), row.raw)
@@ -231,10 +231,11 @@ class DispatchService:
             row.last_error = reason
             row.claimed_until = None
 
-    def _mark_sent(self, row: Any, reply: str, now: datetime) -> None:
-        """`row`: the columns of _SENDING."""
-        with transaction(self.sessions) as session:
-            session.execute(update(Outbox).where(Outbox.id == row.id).values(
+    def _mark_sent(self, row: Row[Any], reply: str, now: datetime) -> None:
+        """`row`: the columns of _SENDING. Core statements on a plain connection: this runs
+        once for every message sent, and the ORM session would cost twice as much."""
+        with self.engine.begin() as connection:
+            connection.execute(update(Outbox).where(Outbox.id == row.id).values(
                 status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error=None))
             if row.case_id is not None:
                 detail: dict[str, object] = {
@@ -244,8 +245,9 @@ class DispatchService:
                     # Delivered after its deadline (an outage): how late, for the case and reports.
                     detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
                                   late_by_seconds=int((now - row.deliver_by).total_seconds()))
-                repo.add_event(session, row.case_id, "email_sent", at=now, outbox_id=row.id,
-                               detail=detail)
+                connection.execute(insert(CaseEvent).values(
+                    case_id=row.case_id, kind="email_sent", at=now, detail=detail,
+                    inbound_message_id=None, outbox_id=row.id))
 
     def _record_failure(self, outbox_id: int, failure: SendFailure, now: datetime,
                         result: DispatchResult, *, retry_at: datetime | None = None) -> None:
