@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, delete, func, insert, select, union_all
+from sqlalchemy import CursorResult, Executable, bindparam, delete, func, insert, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction
@@ -24,6 +24,18 @@ from worker.adapters.db_models import (
 )
 from worker.core.references import format_reference
 from worker.core.threading import KnownCase
+
+
+def run(session: Session, statement: Executable, params: Any = None) -> CursorResult[Any]:
+    """Execute a Core statement built once at import (with bind parameters) on the session's
+    connection, after flushing what the session holds, as autoflush would.
+
+    For the statements run for every message: building a statement costs ~0.2 ms here and
+    Session.execute adds as much again (it sets up an ORM context even for plain Core); this
+    costs ~0.03 ms. Statements run this way never refresh ORM objects already loaded.
+    """
+    session.flush()
+    return session.connection().execute(statement, params)
 
 
 def mailbox_state(session: Session, mailbox: str, folder: str) -> MailboxState:
@@ -95,12 +107,24 @@ def smtp_state(session: Session) -> SmtpState:
     return state
 
 
+_BY_DEDUPE_KEY = select(InboundMessage.id, InboundMessage.case_id).where(
+    InboundMessage.mailbox == bindparam("mailbox"), InboundMessage.dedupe_key == bindparam("key"))
+
+
 def first_with_dedupe_key(session: Session, mailbox: str,
                           key: str) -> tuple[int, int | None] | None:
     """The id and case of the message of `mailbox` stored with this dedupe key (unique)."""
-    row = session.execute(select(InboundMessage.id, InboundMessage.case_id).where(
-        InboundMessage.mailbox == mailbox, InboundMessage.dedupe_key == key)).first()
+    row = run(session, _BY_DEDUPE_KEY, {"mailbox": mailbox, "key": key}).first()
     return (row.id, row.case_id) if row else None
+
+
+_KNOWN_MESSAGE_IDS = union_all(
+    select(InboundMessage.message_id, InboundMessage.case_id).where(
+        InboundMessage.message_id.in_(bindparam("ids", expanding=True)),
+        InboundMessage.case_id.is_not(None)),
+    select(Outbox.message_id, Outbox.case_id).where(
+        Outbox.message_id.in_(bindparam("ids", expanding=True)), Outbox.case_id.is_not(None)),
+)
 
 
 def known_message_ids(session: Session, message_ids: Iterable[str]) -> dict[str, int]:
@@ -108,13 +132,8 @@ def known_message_ids(session: Session, message_ids: Iterable[str]) -> dict[str,
     ids = list(message_ids)
     if not ids:
         return {}
-    query: CompoundSelect[str | None, int | None] = union_all(
-        select(InboundMessage.message_id, InboundMessage.case_id).where(
-            InboundMessage.message_id.in_(ids), InboundMessage.case_id.is_not(None)),
-        select(Outbox.message_id, Outbox.case_id).where(
-            Outbox.message_id.in_(ids), Outbox.case_id.is_not(None)),
-    )
-    return {mid: case_id for mid, case_id in session.execute(query) if mid and case_id}
+    return {mid: case_id for mid, case_id in run(session, _KNOWN_MESSAGE_IDS, {"ids": ids})
+            if mid and case_id}
 
 
 def cases_by_reference(session: Session, references: Iterable[str]) -> dict[str, KnownCase]:
@@ -141,15 +160,23 @@ def latest_case_of(session: Session, mailbox: str, addresses: Iterable[str]) -> 
     return found
 
 
-def next_reference(session: Session, prefix: str, year: int) -> str:
-    """Issue the next case number for (prefix, year) atomically, on SQLite and PostgreSQL alike."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    values = insert(ReferenceCounter).values(prefix=prefix, year=year, last_value=1)
-    statement = values.on_conflict_do_update(
+def _next_number(insert: Any) -> Executable:
+    values = insert(ReferenceCounter).values(prefix=bindparam("prefix"), year=bindparam("year"),
+                                              last_value=1)
+    return values.on_conflict_do_update(
         index_elements=["prefix", "year"],
         set_={"last_value": ReferenceCounter.last_value + 1},
     ).returning(ReferenceCounter.last_value)
-    number = session.execute(statement).scalar_one()
+
+
+# By dialect name: the upsert is spelled per dialect.
+_NEXT_NUMBER = {"postgresql": _next_number(pg_insert), "sqlite": _next_number(sqlite_insert)}
+
+
+def next_reference(session: Session, prefix: str, year: int) -> str:
+    """Issue the next case number for (prefix, year) atomically, on SQLite and PostgreSQL alike."""
+    statement = _NEXT_NUMBER[session.get_bind().dialect.name]
+    number = run(session, statement, {"prefix": prefix, "year": year}).scalar_one()
     return format_reference(prefix, year, number)
 
 
@@ -178,12 +205,14 @@ def add_event(
         "inbound_message_id": inbound_message_id, "outbox_id": outbox_id})
 
 
+_INSERT_EVENTS = insert(CaseEvent).execution_options(render_nulls=True)
+
+
 def write_events(session: Session) -> None:
     """Write the transaction's audit events, in the order they were added (before commit)."""
     events = session.info.pop(PENDING_EVENTS, None)
     if events:
-        session.flush()  # The rows they name.
-        session.execute(insert(CaseEvent).execution_options(render_nulls=True), events)
+        run(session, _INSERT_EVENTS, events)  # After a flush: the rows they name.
 
 
 def drop_events(session: Session, previous: SessionTransaction) -> None:

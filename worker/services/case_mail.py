@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from worker.adapters import repository as repo
@@ -27,6 +27,11 @@ from worker.core.rules import ProviderRules
 from worker.services.outbox import queue_email
 
 NOTIFICATION = "staff-notification"
+
+# The six nearest pending deadlines of a case, for the case summary in staff mail.
+_NEXT_DEADLINES = (select(Timer.obligation_id, Timer.kind, Timer.due_at)
+                   .where(Timer.case_id == bindparam("case_id"), Timer.status == "pending")
+                   .order_by(Timer.due_at).limit(6))
 
 
 def notification_ids(session: Session, case_id: int) -> set[str]:
@@ -100,9 +105,7 @@ class CaseMail:
 
     def case_context(self, session: Session, case: Case, rules: ProviderRules) -> dict[str, Any]:
         stage = rules.stage(case.stage)
-        timers = session.scalars(select(Timer).where(Timer.case_id == case.id,
-                                                     Timer.status == "pending")
-                                 .order_by(Timer.due_at).limit(6))
+        timers = repo.run(session, _NEXT_DEADLINES, {"case_id": case.id})
         return {
             "reference": case.reference,
             "provider": {"id": rules.id, "name": rules.name,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Engine, Row, insert, or_, select, update
+from sqlalchemy import Engine, Row, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # What sending a row and recording it as sent need, read with its claim.
 _SENDING = (Outbox.id, Outbox.case_id, Outbox.purpose, Outbox.message_id, Outbox.envelope_from,
             Outbox.recipients, Outbox.raw, Outbox.deliver_by, Outbox.obligation_id)
+
+_MARK_SENT = update(Outbox).where(Outbox.id == bindparam("row_id")).values(
+    status="sent", sent_at=bindparam("now"), attempts=Outbox.attempts + 1, last_error=None)
+_INSERT_EVENT = insert(CaseEvent)
 
 # Rows are claimed this many at a time (for `outbox_claim_seconds`): a worker that dies holding
 # a claim only delays those rows, and a live one finishes a chunk long before its claim lapses.
@@ -235,8 +239,7 @@ class DispatchService:
         """`row`: the columns of _SENDING. Core statements on a plain connection: this runs
         once for every message sent, and the ORM session would cost twice as much."""
         with self.engine.begin() as connection:
-            connection.execute(update(Outbox).where(Outbox.id == row.id).values(
-                status="sent", sent_at=now, attempts=Outbox.attempts + 1, last_error=None))
+            connection.execute(_MARK_SENT, {"row_id": row.id, "now": now})
             if row.case_id is not None:
                 detail: dict[str, object] = {
                     "purpose": row.purpose, "message_id": row.message_id, "to": row.recipients,
@@ -245,9 +248,9 @@ class DispatchService:
                     # Delivered after its deadline (an outage): how late, for the case and reports.
                     detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
                                   late_by_seconds=int((now - row.deliver_by).total_seconds()))
-                connection.execute(insert(CaseEvent).values(
-                    case_id=row.case_id, kind="email_sent", at=now, detail=detail,
-                    inbound_message_id=None, outbox_id=row.id))
+                connection.execute(_INSERT_EVENT, {
+                    "case_id": row.case_id, "kind": "email_sent", "at": now, "detail": detail,
+                    "inbound_message_id": None, "outbox_id": row.id})
 
     def _record_failure(self, outbox_id: int, failure: SendFailure, now: datetime,
                         result: DispatchResult, *, retry_at: datetime | None = None) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -535,9 +535,12 @@ class IngestService:
     def _advance(self, session: Session, mailbox: MailboxConfig, uid: int) -> None:
         """Move the folder's UID watermark, in the message's transaction (the row exists:
         `_resume` made it)."""
-        session.execute(update(MailboxState).where(
-            MailboxState.mailbox == mailbox.name, MailboxState.folder == mailbox.folder,
-            MailboxState.last_uid < uid).values(last_uid=uid))
+        repo.run(session, _ADVANCE, {"box": mailbox.name, "box_folder": mailbox.folder, "uid": uid})
+
+
+_ADVANCE = update(MailboxState).where(
+    MailboxState.mailbox == bindparam("box"), MailboxState.folder == bindparam("box_folder"),
+    MailboxState.last_uid < bindparam("uid")).values(last_uid=bindparam("uid"))
 
 
 def _count(result: PollResult, outcome: str) -> None:

@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, func, select
 from sqlalchemy import case as when
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.adapters.db_models import Case, Outbox
-from worker.adapters.repository import add_event
+from worker.adapters.repository import add_event, run
 from worker.adapters.templates import Rendered
 from worker.config import WorkerSettings
 from worker.core.addresses import domain_of
@@ -117,6 +117,13 @@ def fulfils(row: Outbox, obligation_id: str, deadline: datetime, now: datetime) 
 RATE_LIMITED = ("acknowledgement", "update")
 
 
+# Automatic mail to one address in the last day and hour: it is addressed to one recipient,
+# recorded in `limited_to` (indexed).
+_RECENT_AUTOMATIC_MAIL = (
+    select(func.count(), func.count(when((Outbox.created_at > bindparam("hour_ago"), 1))))
+    .where(Outbox.limited_to == bindparam("address"), Outbox.created_at > bindparam("day_ago")))
+
+
 def suppression_reason(session: Session, case: Case, purpose: str, to: Sequence[str],
                        now: datetime, limits: WorkerSettings | None) -> str | None:
     """Why this message must not be sent, or None."""
@@ -125,13 +132,10 @@ def suppression_reason(session: Session, case: Case, purpose: str, to: Sequence[
         return f"{', '.join(to)} bounced permanently: {dead[to[0]]}"
     if limits is None or purpose not in RATE_LIMITED:
         return None
-    hour_ago = now - timedelta(hours=1)
     for address in to:
-        # Automatic mail is addressed to one recipient, recorded in `limited_to` (indexed).
-        day, hour = session.execute(
-            select(func.count(), func.count(when((Outbox.created_at > hour_ago, 1))))
-            .where(Outbox.limited_to == address, Outbox.created_at > now - timedelta(days=1))
-        ).one()
+        day, hour = run(session, _RECENT_AUTOMATIC_MAIL, {
+            "address": address, "day_ago": now - timedelta(days=1),
+            "hour_ago": now - timedelta(hours=1)}).one()
         if hour >= limits.rate_limit_per_hour:
             return f"rate limit: {limits.rate_limit_per_hour} automatic messages an hour to {address}"
         if day >= limits.rate_limit_per_day:

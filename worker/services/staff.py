@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from worker.adapters import repository as repo
@@ -31,6 +31,12 @@ from worker.core.rules import Duration, Obligation, ProviderRules
 from worker.services.case_mail import CaseMail, new_text
 from worker.services.outbox import fulfils
 from worker.services.timers import Calendars, add_timer
+
+# Whether a deadlock letter was decided on already, or a decision is pending.
+_DEADLOCK_LETTER = select(Outbox.id).where(Outbox.idempotency_key == bindparam("key"))
+_DEADLOCK_DECISION = select(Timer.id).where(
+    Timer.case_id == bindparam("case_id"), Timer.kind == "deadlock_decision",
+    Timer.status == "pending")
 
 
 @dataclass(slots=True)
@@ -281,11 +287,9 @@ class StaffDesk:
         if policy is None:
             return ["The customer mentions a deadlock letter or an ombudsman; this procedure "
                     "has no deadlock letters (see its rule file)."]
-        decided = session.scalar(select(Outbox.id).where(
-            Outbox.idempotency_key == f"deadlock-letter:{case.reference}"))
-        pending = session.scalar(select(Timer.id).where(
-            Timer.case_id == case.id, Timer.kind == "deadlock_decision",
-            Timer.status == "pending"))
+        decided = repo.run(session, _DEADLOCK_LETTER,
+                           {"key": f"deadlock-letter:{case.reference}"}).first()
+        pending = repo.run(session, _DEADLOCK_DECISION, {"case_id": case.id}).first()
         if decided or pending:
             return []
         deadline = due_at(self.calendars.for_rules(rules), policy.decision_deadline, now)

@@ -66,7 +66,10 @@ def add_timers(session: Session, case_id: int, planned: Iterable[PlannedTimer],
             "deadline_at": timer.deadline_at.isoformat() if timer.deadline_at else None,
             "promised": timer.promised})
     if rows:
-        session.execute(insert(Timer).execution_options(render_nulls=True), rows)
+        repo.run(session, _INSERT_TIMERS, rows)
+
+
+_INSERT_TIMERS = insert(Timer).execution_options(render_nulls=True)
 
 
 def replan_open_cases(sessions: sessionmaker[Session], calendars: Calendars,
