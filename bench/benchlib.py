@@ -246,11 +246,16 @@ def generate_mail(recipe: Path, count: int, out: Path, *, eml: bool = False
     return folder, [json.loads(line) for line in manifest.read_text().splitlines() if line]
 
 
-class Sink:
-    """The recipe's aiosmtpd sink (smtp_sink.py) in its own process, logging one JSON line per message."""
+# Our header-only aiosmtpd sink; the recipe's smtp_sink.py parses every whole message.
+LIGHT_SINK = ROOT / "bench" / "light_sink.py"
 
-    def __init__(self, recipe: Path, log: Path, port: int | None = None) -> None:
-        self.recipe, self.log, self.port = recipe, log, port or free_port()
+
+class Sink:
+    """An aiosmtpd sink script (LIGHT_SINK, or the recipe's smtp_sink.py) in its own process,
+    logging one JSON line per message."""
+
+    def __init__(self, script: Path, log: Path, port: int | None = None) -> None:
+        self.script, self.log, self.port = script, log, port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         # CPU seconds the sink used, read as it stops: it shares the machine with the worker.
         self.cpu_s = 0.0
@@ -258,7 +263,7 @@ class Sink:
     def __enter__(self) -> Sink:
         self.log.unlink(missing_ok=True)
         self._proc = subprocess.Popen(
-            [sys.executable, str(self.recipe / "smtp_sink.py"), "--host", "127.0.0.1",
+            [sys.executable, str(self.script), "--host", "127.0.0.1",
              "--port", str(self.port), "--log", str(self.log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self._proc)

@@ -5,11 +5,15 @@
 One Dovecot (../shared/bench/mailserver.sh, on a free port) serves every run, its INBOX reloaded
 with the same generated messages before each. Our worker runs as a separate process, exactly as
 `complaints-worker --config X once` (fetch, parse, classify, thread, persist, acknowledgements and
-staff notifications queued, then sent to the recipe's aiosmtpd sink), first on SQLite, then on a
+staff notifications queued, then sent to an aiosmtpd sink), first on SQLite, then on a
 throwaway PostgreSQL database. A pass sends a bounded batch of the outbox, so `once` is repeated
 until nothing is left to send; throughput is messages / wall time of all those commands, start-up
 included, as for the peer; peak RSS comes from /usr/bin/time -v. Each run is checked against the
 generator's manifest: every message stored once, opened or joined the right case, acknowledged.
+
+The sink is bench/light_sink.py, which reads only each message's header; `--recipe-sink` uses
+the recipe's smtp_sink.py instead, whose whole-message parse costs several ms a message and caps
+the run below the target on its own (both print the sink's CPU and the cap it implies).
 
 Then django-helpdesk's `get_email` on the same server and the same N, set up and run by
 ../shared/bench/django_helpdesk_peer.sh (its own virtualenv, cached in $TMPDIR/bench-peer-venv).
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-pg", action="store_true", help="do not run on PostgreSQL")
     parser.add_argument("--no-notify", action="store_true",
                         help="no staff notification per customer message (acknowledgements only)")
+    parser.add_argument("--recipe-sink", action="store_true",
+                        help="send to the recipe's smtp_sink.py (parses every whole message) instead "
+                             "of bench/light_sink.py (header only)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, databases)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the SQLite pass under py-spy; stacks and a summary go to DIR "
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if recipe is None:
         return 0
     work = benchlib.begin("ingest", "shared mail set -> Dovecot -> `once` -> sink")
+    sink_script = recipe / "smtp_sink.py" if args.recipe_sink else benchlib.LIGHT_SINK
     server = MailServer(recipe, work / "dovecot")
     try:
         mailset, manifest = benchlib.generate_mail(recipe, args.count, work)
@@ -98,18 +106,19 @@ def main(argv: list[str] | None = None) -> int:
               f"(seed 20240304): " + ", ".join(f"{k} {kinds[k]}" for k in KINDS))
         print(f"config      claranet-soho rules, processed mail moved to a folder, "
               f"{'no staff notifications' if args.no_notify else 'staff notified of each message'}")
+        print(f"sink        {sink_script} (aiosmtpd)")
         server.start()
-        outcomes = [run_ours(server, recipe, work, "SQLite",
+        outcomes = [run_ours(server, sink_script, work, "SQLite",
                              benchlib.sqlite_url(work / "bench.db"), manifest, mailset,
                              notify=not args.no_notify, profile=args.profile)]
-        startup = startup_seconds(server, recipe, work, notify=not args.no_notify)
+        startup = startup_seconds(server, sink_script, work, notify=not args.no_notify)
         if args.skip_pg:
             print("PostgreSQL  skipped (--skip-pg)")
         elif benchlib.postgres_version() is None:
             print(f"PostgreSQL  skipped: not reachable at {benchlib.PG_ADMIN_URL}")
         else:
             with benchlib.postgres_database(f"bench_ingest_{os.getpid()}") as url:
-                outcomes.append(run_ours(server, recipe, work, "PostgreSQL", url, manifest, mailset,
+                outcomes.append(run_ours(server, sink_script, work, "PostgreSQL", url, manifest, mailset,
                                          notify=not args.no_notify))
         peer = None if args.skip_peer else run_peer(recipe, server, work, args.count)
     finally:
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------- our worker
 
 
-def run_ours(server: MailServer, recipe: Path, work: Path, label: str, db_url: str,
+def run_ours(server: MailServer, sink_script: Path, work: Path, label: str, db_url: str,
              manifest: list[dict[str, Any]], mailset: Path, *, notify: bool,
              profile: Path | None = None) -> Outcome:
     name = benchlib.slug(label)
@@ -139,7 +148,7 @@ def run_ours(server: MailServer, recipe: Path, work: Path, label: str, db_url: s
         if not prefix:
             print("profile     py-spy not found: `.venv/bin/pip install py-spy` (not a project dependency)")
     server.load(mailset, len(manifest))
-    sink = Sink(recipe, work / f"sink-{name}.jsonl")
+    sink = Sink(sink_script, work / f"sink-{name}.jsonl")
     config = benchlib.worker_config(work / f"{name}.toml", db_url=db_url, imap_port=server.port,
                                     smtp_port=sink.port, notify=notify, worker=backlog_settings())
     benchlib.migrate(config)
@@ -192,10 +201,10 @@ def pending_mail(db_url: str) -> int:
         engine.dispose()
 
 
-def startup_seconds(server: MailServer, recipe: Path, work: Path, *, notify: bool) -> float:
+def startup_seconds(server: MailServer, sink_script: Path, work: Path, *, notify: bool) -> float:
     """Wall time of `once` on an empty INBOX: the fixed cost inside each run's figure."""
     server.load_empty()
-    sink = Sink(recipe, work / "sink-empty.jsonl")
+    sink = Sink(sink_script, work / "sink-empty.jsonl")
     config = benchlib.worker_config(work / "empty.toml", db_url=benchlib.sqlite_url(work / "empty.db"),
                                     imap_port=server.port, smtp_port=sink.port, notify=notify)
     benchlib.migrate(config)
@@ -312,7 +321,7 @@ def report(outcomes: list[Outcome], peer: dict[str, Any] | None, startup: float,
               f"notifications; INBOX left {o.inbox_left}")
         received = o.sink_acks + o.sink_notifications
         if o.sink_cpu_s and received:
-            # The sink parses every message in one thread: no worker can go faster than it.
+            # The sink handles every message in one thread: no worker can go faster than it.
             print(f"  the sink itself used {o.sink_cpu_s:.2f} s of CPU "
                   f"({o.sink_cpu_s / received * 1000:.1f} ms a message): on its own it caps this "
                   f"run at {o.count / o.sink_cpu_s:.0f} msg/s")

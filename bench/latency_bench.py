@@ -86,7 +86,7 @@ def measure(server: MailServer, recipe: Path, work: Path, db_url: str,
             messages: list[tuple[str, bytes]], interval: float) -> dict[str, Any]:
     from imapclient import IMAPClient
 
-    sink = Sink(recipe, work / "sink.jsonl")
+    sink = Sink(recipe / "smtp_sink.py", work / "sink.jsonl")
     config = benchlib.worker_config(work / "latency.toml", db_url=db_url, imap_port=server.port,
                                     smtp_port=sink.port, worker={"poll_interval_seconds": 1})
     benchlib.migrate(config)
