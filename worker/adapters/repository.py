@@ -200,19 +200,27 @@ def add_event(
 ) -> None:
     """Add an audit event to the transaction. Events are only appended, never read back while
     deciding, so they wait to be written in one INSERT as the transaction commits."""
-    session.info.setdefault(PENDING_EVENTS, []).append({
-        "case_id": case_id, "kind": kind, "at": at, "detail": detail,
-        "inbound_message_id": inbound_message_id, "outbox_id": outbox_id})
+    session.info.setdefault(PENDING_EVENTS, []).append(
+        event_row(case_id, kind, at=at, detail=detail, inbound_message_id=inbound_message_id,
+                  outbox_id=outbox_id))
 
 
-_INSERT_EVENTS = insert(CaseEvent).execution_options(render_nulls=True)
+def event_row(case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
+              inbound_message_id: int | None = None, outbox_id: int | None = None
+              ) -> dict[str, Any]:
+    """The parameters of INSERT_EVENTS for one audit event."""
+    return {"case_id": case_id, "kind": kind, "at": at, "detail": detail,
+            "inbound_message_id": inbound_message_id, "outbox_id": outbox_id}
+
+
+INSERT_EVENTS = insert(CaseEvent).execution_options(render_nulls=True)
 
 
 def write_events(session: Session) -> None:
     """Write the transaction's audit events, in the order they were added (before commit)."""
     events = session.info.pop(PENDING_EVENTS, None)
     if events:
-        run(session, _INSERT_EVENTS, events)  # After a flush: the rows they name.
+        run(session, INSERT_EVENTS, events)  # After a flush: the rows they name.
 
 
 def drop_events(session: Session, previous: SessionTransaction) -> None:

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, insert, or_, select, update
+from sqlalchemy import Engine, Row, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import CaseEvent, Outbox
+from worker.adapters.db_models import Outbox
 from worker.adapters.smtp import MailSender
 from worker.config import WorkerSettings
 from worker.errors import SendFailure, SendFailureKind
@@ -33,7 +33,6 @@ _SENDING = (Outbox.id, Outbox.case_id, Outbox.purpose, Outbox.message_id, Outbox
 
 _MARK_SENT = update(Outbox).where(Outbox.id == bindparam("row_id")).values(
     status="sent", sent_at=bindparam("now"), attempts=Outbox.attempts + 1, last_error=None)
-_INSERT_EVENT = insert(CaseEvent)
 
 # Rows are claimed this many at a time (for `outbox_claim_seconds`): a worker that dies holding
 # a claim only delays those rows, and a live one finishes a chunk long before its claim lapses.
@@ -248,9 +247,8 @@ class DispatchService:
                     # Delivered after its deadline (an outage): how late, for the case and reports.
                     detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
                                   late_by_seconds=int((now - row.deliver_by).total_seconds()))
-                connection.execute(_INSERT_EVENT, {
-                    "case_id": row.case_id, "kind": "email_sent", "at": now, "detail": detail,
-                    "inbound_message_id": None, "outbox_id": row.id})
+                connection.execute(repo.INSERT_EVENTS, repo.event_row(
+                    row.case_id, "email_sent", at=now, detail=detail, outbox_id=row.id))
 
     def _record_failure(self, outbox_id: int, failure: SendFailure, now: datetime,
                         result: DispatchResult, *, retry_at: datetime | None = None) -> None:
