@@ -598,12 +598,27 @@ class Drill:
             courier.start()
             run = self.process.once(phase=phase, now=now, kill_after=delay)
             courier.join()
+            self._recalibrate(run, units=self.work_units(before) + len(later))
             if run.killed:
                 log_lines = run.log.read_text(errors="replace").splitlines()
                 run.stage = stage_of(log_lines, mailboxes=len(self.mailboxes))
                 self.kills.append(Kill(run=run, before=before, after=self.progress(now)))
                 done += 1
         self.deliver(queue)
+
+    def _recalibrate(self, run: Run, *, units: int) -> None:
+        """Narrow the kill range to what this pass showed of the machine's speed now.
+
+        The calibration passes may have run while the machine was busier than it is now; then
+        every delay drawn would outlast the pass. Start-up and an empty pass only ever shrink
+        to the fastest seen, so a slow pass never makes the later kills miss.
+        """
+        if run.ready is not None:
+            self.ready_seconds = min(self.ready_seconds, run.ready)
+        if not run.killed:
+            empty_pass = run.elapsed - self.seconds_per_unit * units
+            self.idle_seconds = min(self.idle_seconds,
+                                    max(empty_pass, self.ready_seconds / 0.9))
 
     def settle(self, *, phase: int, now: datetime, max_runs: int = 8) -> int:
         """Unkilled passes until one changes nothing; returns how many ran."""
