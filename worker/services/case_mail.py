@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -42,7 +43,13 @@ def notification_ids(session: Session, case_id: int) -> set[str]:
 
 def new_text(msg: ParsedMessage) -> str:
     """What the sender wrote this time, without the history they quoted."""
-    return extract_reply(msg.text, html=msg.html if msg.text_from_html else None).text
+    return _reply_text(msg.text, msg.html if msg.text_from_html else None)
+
+
+@lru_cache(maxsize=4)
+def _reply_text(text: str, html: str | None) -> str:
+    # Asked twice for a customer's message (what they ask for, then the staff notification).
+    return extract_reply(text, html=html).text
 
 
 def sample_staff_context(rules: ProviderRules) -> dict[str, Any]:
