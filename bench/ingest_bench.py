@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                              "of bench/light_sink.py (header only)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, databases)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="run the SQLite pass under py-spy; stacks and a summary go to DIR "
+                        help="run our passes under py-spy; stacks and a summary go to DIR "
                              "(the figures of a profiled run are not comparable)")
     args = parser.parse_args(argv)
     recipe = benchlib.require_shared("ingest benchmark")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with benchlib.postgres_database(f"bench_ingest_{os.getpid()}") as url:
                 outcomes.append(run_ours(server, sink_script, work, "PostgreSQL", url, manifest, mailset,
-                                         notify=not args.no_notify))
+                                         notify=not args.no_notify, profile=args.profile))
         peer = None if args.skip_peer else run_peer(recipe, server, work, args.count)
     finally:
         server.stop()
