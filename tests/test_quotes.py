@@ -6,14 +6,17 @@ absent, as in a fresh clone; the hand-written tests always run.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from worker.core.htmltext import html_to_text
 from worker.core.parse import parse_message
-from worker.core.quotes import Reply, extract_reply
+from worker.core.quotes import Reply, _visible, extract_reply
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 TRIMMER = CORPORA / "email_reply_trimmer" / "test"
@@ -446,3 +449,12 @@ def test_hostile_input_stays_linear() -> None:
     extract_reply(text)
     extract_reply("On 1/2/2025 <a@b.example> x:\n" * 5_000 + "From: a\nTo: b\n" * 5_000)
     assert time.perf_counter() - started < 10
+
+
+@given(st.text(alphabet=st.sampled_from(
+    [" ", "\t", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0", "\u200b", "\u2060", "\ufeff",
+     "\u3000", ">", ":", "a", "Z", "é"]), max_size=40))
+def test_lines_are_compared_without_invisible_characters_however_spelled(line: str) -> None:
+    """What the rules read of a line: invisible characters and whitespace runs become one
+    space, the ends stripped (the fast path for ASCII lines must agree with the pattern)."""
+    assert _visible(line) == re.sub(r"[\s\u200b-\u200f\u2060\ufeff]+", " ", line).strip()

@@ -275,14 +275,15 @@ class _Lines:
     @classmethod
     def of(cls, raw: list[str]) -> _Lines:
         quoted = [bool(_QUOTED.match(line)) for line in raw]
-        plain = [_INVISIBLE.sub(" ", line).strip() for line in raw]
+        plain = [_visible(line) for line in raw]
         inner = [
-            _INVISIBLE.sub(" ", _QUOTE_PREFIX.sub("", line)).strip() if is_quoted else text
+            _visible(_QUOTE_PREFIX.sub("", line)) if is_quoted else text
             for line, is_quoted, text in zip(raw, quoted, plain, strict=True)
         ]
         field: list[str | None] = []
         for text in inner:
-            match = _HEADER_LINE.match(text)
+            # The colon test first: the header pattern is a long alternation, tried on every line.
+            match = _HEADER_LINE.match(text) if ":" in text or "：" in text else None
             field.append(_KEY_CATEGORY[match.group(1).lower()] if match else None)
         return cls(raw=raw, quoted=quoted, plain=plain, inner=inner, field=field)
 
@@ -306,6 +307,14 @@ class _Lines:
             )
             self._traits[index] = found
         return found
+
+
+def _visible(line: str) -> str:
+    """The line without invisible characters, whitespace runs made one space, stripped.
+
+    An ASCII line holds no invisible character but whitespace, and str.split() splits at the
+    characters that regex \\s matches: the same result as the pattern, 4x faster."""
+    return " ".join(line.split()) if line.isascii() else _INVISIBLE.sub(" ", line).strip()
 
 
 class _Traits(NamedTuple):
