@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Engine, Row, bindparam, or_, select, update
+from sqlalchemy import Engine, Row, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import Outbox
+from worker.adapters.db_models import CaseEvent, Outbox
 from worker.adapters.smtp import MailSender
 from worker.config import WorkerSettings
 from worker.errors import SendFailure, SendFailureKind
@@ -33,6 +33,13 @@ _SENDING = (Outbox.id, Outbox.case_id, Outbox.purpose, Outbox.message_id, Outbox
 
 _MARK_SENT = update(Outbox).where(Outbox.id == bindparam("row_id")).values(
     status="sent", sent_at=bindparam("now"), attempts=Outbox.attempts + 1, last_error=None)
+# PostgreSQL: the mark and its email_sent event in one statement (a data-modifying CTE).
+_SENT = _MARK_SENT.returning(Outbox.id, Outbox.case_id).cte("sent")
+_MARK_SENT_WITH_EVENT = insert(CaseEvent).from_select(
+    ["case_id", "kind", "at", "detail", "outbox_id"],
+    select(_SENT.c.case_id, literal("email_sent"), bindparam("now", type_=CaseEvent.at.type),
+           bindparam("detail", type_=CaseEvent.detail.type), _SENT.c.id),
+).add_cte(_SENT)
 
 # Rows are claimed this many at a time (for `outbox_claim_seconds`): a worker that dies holding
 # a claim only delays those rows, and a live one finishes a chunk long before its claim lapses.
@@ -80,6 +87,8 @@ class DispatchService:
                  settings: WorkerSettings) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
+        # Each statement on it commits by itself.
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.sender_factory = sender_factory
         self.settings = settings
 
@@ -236,19 +245,29 @@ class DispatchService:
 
     def _mark_sent(self, row: Row[Any], reply: str, now: datetime) -> None:
         """`row`: the columns of _SENDING. Core statements on a plain connection: this runs
-        once for every message sent, and the ORM session would cost twice as much."""
+        once for every message sent, and the ORM session would cost twice as much. On
+        PostgreSQL one statement that commits by itself: one round trip to the server (0.3 ms
+        here), where a transaction of two statements takes four."""
+        params = {"row_id": row.id, "now": now}
+        if row.case_id is None:
+            with self.engine.begin() as connection:
+                connection.execute(_MARK_SENT, params)
+            return
+        detail: dict[str, object] = {
+            "purpose": row.purpose, "message_id": row.message_id, "to": row.recipients,
+            "smtp_reply": reply[:500]}
+        if row.deliver_by is not None and now > row.deliver_by:
+            # Delivered after its deadline (an outage): how late, for the case and reports.
+            detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
+                          late_by_seconds=int((now - row.deliver_by).total_seconds()))
+        if self.engine.dialect.name == "postgresql":
+            with self.autocommit.connect() as connection:
+                connection.execute(_MARK_SENT_WITH_EVENT, {**params, "detail": detail})
+            return
         with self.engine.begin() as connection:
-            connection.execute(_MARK_SENT, {"row_id": row.id, "now": now})
-            if row.case_id is not None:
-                detail: dict[str, object] = {
-                    "purpose": row.purpose, "message_id": row.message_id, "to": row.recipients,
-                    "smtp_reply": reply[:500]}
-                if row.deliver_by is not None and now > row.deliver_by:
-                    # Delivered after its deadline (an outage): how late, for the case and reports.
-                    detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
-                                  late_by_seconds=int((now - row.deliver_by).total_seconds()))
-                connection.execute(repo.INSERT_EVENTS, repo.event_row(
-                    row.case_id, "email_sent", at=now, detail=detail, outbox_id=row.id))
+            connection.execute(_MARK_SENT, params)
+            connection.execute(repo.INSERT_EVENTS, repo.event_row(
+                row.case_id, "email_sent", at=now, detail=detail, outbox_id=row.id))
 
     def _record_failure(self, outbox_id: int, failure: SendFailure, now: datetime,
                         result: DispatchResult, *, retry_at: datetime | None = None) -> None:
