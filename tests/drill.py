@@ -589,8 +589,8 @@ class Drill:
                 self.latest = max([self.latest, *(m.internaldate for m in later)])
             now = clock(done)
             before = self.progress(now)
-            span = self.idle_seconds + self.seconds_per_unit * (self.work_units(before)
-                                                                 + len(later))
+            units = self.work_units(before) + len(later)
+            span = self.idle_seconds + self.seconds_per_unit * units
             # Capped: the end of a long pass is reached by the passes after it.
             delay = self.rng.uniform(0.9 * self.ready_seconds, min(span, 2.5 * self.idle_seconds))
             courier = threading.Timer(self.rng.uniform(0.8, 1.2) * self.idle_seconds,
@@ -598,7 +598,7 @@ class Drill:
             courier.start()
             run = self.process.once(phase=phase, now=now, kill_after=delay)
             courier.join()
-            self._recalibrate(run, units=self.work_units(before) + len(later))
+            self._recalibrate(run, units=units)
             if run.killed:
                 log_lines = run.log.read_text(errors="replace").splitlines()
                 run.stage = stage_of(log_lines, mailboxes=len(self.mailboxes))

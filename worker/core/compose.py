@@ -208,12 +208,12 @@ def _qp(text: str) -> bytes:
     a line). binascii's encoder, in C, is 4x faster than quoprimime's, a share of every message
     the worker sends; but it can write a 77-character line when it encodes a trailing space,
     and then quoprimime's is used."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n")
-    encoded = binascii.b2a_qp(lines.encode(), istext=True)
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode()
+    encoded = binascii.b2a_qp(data, istext=True)
     if max(map(len, encoded.split(b"\n"))) <= 76:
         return encoded.replace(b"\n", b"\r\n")
     # It works on characters below 256: UTF-8 octets read as Latin-1.
-    return quoprimime.body_encode(lines.encode().decode("latin-1"), 76, "\r\n").encode("ascii")
+    return quoprimime.body_encode(data.decode("latin-1"), 76, "\r\n").encode("ascii")
 
 
 def _attachment(filename: str, content_type: str, data: bytes) -> bytes:

@@ -87,6 +87,8 @@ class DispatchService:
                  settings: WorkerSettings) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
+        # PostgreSQL, where several workers share the outbox and a statement is a round trip.
+        self.shared = self.engine.dialect.name == "postgresql"
         # Each statement on it commits by itself.
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.sender_factory = sender_factory
@@ -124,12 +126,11 @@ class DispatchService:
                             Outbox.next_attempt_at <= now,
                             or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now))
                      .order_by(Outbox.id).limit(limit))
-            shared = connection.dialect.name == "postgresql"
-            if shared:
+            if self.shared:
                 query = query.with_for_update(skip_locked=True)
             rows = list(connection.execute(query))
             # SQLite has one worker: no claims, so a restart after a crash re-sends at once.
-            if rows and shared:
+            if rows and self.shared:
                 until = now + timedelta(seconds=self.settings.outbox_claim_seconds)
                 connection.execute(update(Outbox).where(Outbox.id.in_([r.id for r in rows]))
                                    .values(claimed_until=until))
@@ -249,25 +250,26 @@ class DispatchService:
         PostgreSQL one statement that commits by itself: one round trip to the server (0.3 ms
         here), where a transaction of two statements takes four."""
         params = {"row_id": row.id, "now": now}
-        if row.case_id is None:
-            with self.engine.begin() as connection:
-                connection.execute(_MARK_SENT, params)
-            return
-        detail: dict[str, object] = {
-            "purpose": row.purpose, "message_id": row.message_id, "to": row.recipients,
-            "smtp_reply": reply[:500]}
-        if row.deliver_by is not None and now > row.deliver_by:
-            # Delivered after its deadline (an outage): how late, for the case and reports.
-            detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
-                          late_by_seconds=int((now - row.deliver_by).total_seconds()))
-        if self.engine.dialect.name == "postgresql":
+        detail: dict[str, object] | None = None
+        if row.case_id is not None:
+            detail = {"purpose": row.purpose, "message_id": row.message_id,
+                      "to": row.recipients, "smtp_reply": reply[:500]}
+            if row.deliver_by is not None and now > row.deliver_by:
+                # Delivered after its deadline (an outage): how late, for the case and reports.
+                detail.update(rule=row.obligation_id, deliver_by=row.deliver_by.isoformat(),
+                              late_by_seconds=int((now - row.deliver_by).total_seconds()))
+        if self.shared:
             with self.autocommit.connect() as connection:
-                connection.execute(_MARK_SENT_WITH_EVENT, {**params, "detail": detail})
+                if detail is None:
+                    connection.execute(_MARK_SENT, params)
+                else:
+                    connection.execute(_MARK_SENT_WITH_EVENT, {**params, "detail": detail})
             return
         with self.engine.begin() as connection:
             connection.execute(_MARK_SENT, params)
-            connection.execute(repo.INSERT_EVENTS, repo.event_row(
-                row.case_id, "email_sent", at=now, detail=detail, outbox_id=row.id))
+            if detail is not None:
+                connection.execute(repo.INSERT_EVENTS, repo.event_row(
+                    row.case_id, "email_sent", at=now, detail=detail, outbox_id=row.id))
 
     def _record_failure(self, outbox_id: int, failure: SendFailure, now: datetime,
                         result: DispatchResult, *, retry_at: datetime | None = None) -> None:
