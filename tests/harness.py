@@ -60,6 +60,7 @@ def write_config(
     smtp_port: int,
     mailboxes: Sequence[MailboxSpec],
     worker: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
 ) -> Path:
     lines = ["[worker]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in (worker or {}).items()]
@@ -76,6 +77,7 @@ def write_config(
         'host = "127.0.0.1"',
         f"port = {smtp_port}",
         'security = "none"',
+        *(f"{k} = {_toml_value(v)}" for k, v in (smtp or {}).items()),
         "",
     ]
     for box in mailboxes:

@@ -46,12 +46,13 @@ def test_config_check_lists_every_problem_with_file_and_line(
         'host = "mail"\n'  # 4
         'security = "maybe"\n'  # 5
         'colour = "blue"\n'  # 6
-        "[[mailboxes]]\n"  # 7
-        'name = "a"\n'  # 8
-        'rules = "claranet-soho"\n'  # 9
-        'address = "not an address"\n'  # 10
-        'host = "imap"\n'  # 11
-        'password_env = "NOT_SET_ANYWHERE"\n'  # 12
+        "connections = 9\n"  # 7
+        "[[mailboxes]]\n"  # 8
+        'name = "a"\n'  # 9
+        'rules = "claranet-soho"\n'  # 10
+        'address = "not an address"\n'  # 11
+        'host = "imap"\n'  # 12
+        'password_env = "NOT_SET_ANYWHERE"\n'  # 13
         f'[paths]\nrules = "{ROOT / "rules"}"\ntemplates = "{ROOT / "templates/emails"}"\n',
         encoding="utf-8",
     )
@@ -60,8 +61,9 @@ def test_config_check_lists_every_problem_with_file_and_line(
     assert f"{path}:2: 'poll_interval_seconds' must be an integer" in lines
     assert f"{path}:5: 'security' must be one of tls, starttls, none, not 'maybe'" in lines
     assert f"{path}:6: unknown key 'colour'" in lines
-    assert any(line.startswith(f"{path}:10: invalid address") for line in lines)
-    assert f"{path}:12: environment variable NOT_SET_ANYWHERE is not set" in lines
+    assert f"{path}:7: 'connections' must be at least 1 and at most 8, not 9" in lines
+    assert any(line.startswith(f"{path}:11: invalid address") for line in lines)
+    assert f"{path}:13: environment variable NOT_SET_ANYWHERE is not set" in lines
 
 
 def test_config_check_reports_toml_syntax_errors_with_line(

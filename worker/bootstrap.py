@@ -129,7 +129,7 @@ def build_app(config_path: Path) -> App:
     ingest = IngestService(sessions=sessions, providers=providers, renderer=renderer, config=config,
                            calendars=calendars)
     dispatch = DispatchService(sessions=sessions, sender_factory=lambda: SmtpSender(config.smtp),
-                               settings=config.worker)
+                               settings=config.worker, connections=config.smtp.connections)
     app_holder: list[App] = []
 
     def use_rules(new: dict[str, ProviderRules], now: datetime) -> None:

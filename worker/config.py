@@ -42,6 +42,8 @@ class SmtpConfig:
     timeout_seconds: int
     # The envelope sender (MAIL FROM); empty means each message's From address.
     envelope_from: str
+    # Messages in flight at once, one SMTP connection each (never two to one recipient).
+    connections: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -167,7 +169,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     smtp_t = check.table(data, ("smtp",))
     check.unknown_keys(smtp_t, ("smtp",), {
         "host", "port", "security", "username", "password", "password_env", "timeout_seconds",
-        "tls_ca_file", "envelope_from",
+        "tls_ca_file", "envelope_from", "connections",
     })
     smtp = SmtpConfig(
         host=check.string(smtp_t, ("smtp", "host"), default="localhost"),
@@ -177,6 +179,8 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         password=_secret(check, smtp_t, ("smtp",), env),
         timeout_seconds=check.integer(smtp_t, ("smtp", "timeout_seconds"), default=60, minimum=1),
         envelope_from=check.string(smtp_t, ("smtp", "envelope_from"), default=""),
+        connections=check.integer(smtp_t, ("smtp", "connections"), default=2, minimum=1,
+                                  maximum=8),
     )
     if smtp.envelope_from and (why := address_problem(smtp.envelope_from)):
         check.error(("smtp", "envelope_from"), f"invalid address: {why}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import chain
@@ -68,6 +69,66 @@ class DispatchResult:
         self.full = later.full
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """How sending one row ended: accepted with `reply`, or `failure`."""
+    row: Row[Any]
+    reply: str = ""
+    failure: SendFailure | None = None
+    # A bug of ours rather than the server's answer: it never counts towards an outage.
+    unexpected: bool = False
+
+
+class _Flight:
+    """The rows being sent: one per SMTP connection, and never two with a recipient in common,
+    so that each recipient's mail is accepted in the order it was decided."""
+
+    def __init__(self, senders: list[MailSender]) -> None:
+        self.idle = senders
+        self.tasks: dict[asyncio.Task[_Attempt], frozenset[str]] = {}
+
+    def can_start(self, row: Row[Any]) -> bool:
+        mine = _addresses(row)
+        return bool(self.idle) and all(mine.isdisjoint(theirs) for theirs in self.tasks.values())
+
+    def start(self, row: Row[Any]) -> None:
+        task = asyncio.create_task(self._attempt(self.idle.pop(), row))
+        self.tasks[task] = _addresses(row)
+
+    async def finished(self) -> list[_Attempt]:
+        """Waits for at least one send to end; those that ended, in row order."""
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            del self.tasks[task]
+        return sorted((task.result() for task in done), key=lambda attempt: attempt.row.id)
+
+    async def cancel(self) -> None:
+        """Stops what is still in flight (the dispatch failed): a send cut short before the
+        end of its data is not accepted, so it is not sent twice."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _attempt(self, sender: MailSender, row: Row[Any]) -> _Attempt:
+        try:
+            reply = await sender.send(row.envelope_from, list(row.recipients), row.raw)
+        except SendFailure as failure:
+            return _Attempt(row, failure=failure)
+        except Exception as exc:
+            # A bug on one row must not stop the others; it is retried, then failed.
+            log.exception("outbox %s: unexpected error while sending", row.id)
+            return _Attempt(row, failure=SendFailure(SendFailureKind.TRANSIENT,
+                                                     f"{type(exc).__name__}: {exc}"),
+                            unexpected=True)
+        finally:
+            self.idle.append(sender)
+        return _Attempt(row, reply=reply)
+
+
+def _addresses(row: Row[Any]) -> frozenset[str]:
+    return frozenset(address.lower() for address in row.recipients)
+
+
 def retry_delay(attempts: int, settings: WorkerSettings) -> timedelta:
     """Exponential backoff: base, 2x base, 4x base ... capped."""
     seconds = settings.outbox_retry_base_seconds * 2 ** max(attempts - 1, 0)
@@ -84,7 +145,7 @@ class DispatchService:
     """
 
     def __init__(self, *, sessions: sessionmaker[Session], sender_factory: Callable[[], MailSender],
-                 settings: WorkerSettings) -> None:
+                 settings: WorkerSettings, connections: int = 1) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         # PostgreSQL, where several workers share the outbox and a statement is a round trip.
@@ -93,6 +154,8 @@ class DispatchService:
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.sender_factory = sender_factory
         self.settings = settings
+        # SMTP connections used at once (`smtp.connections`).
+        self.connections = connections
 
     def dispatch_due(self, *, now: datetime, limit: int = 500) -> DispatchResult:
         """Send up to `limit` due rows; `full` says whether the limit stopped it."""
@@ -167,43 +230,51 @@ class DispatchService:
                     result: DispatchResult) -> None:
         with self.sessions() as session:
             budget, frees_at = global_budget(session, now, self.settings)
-        # Consecutive transient failures since the last success: two, or the only message
-        # tried, mean the server is unreachable (an outage), not that a message is refused.
+        # Transient failures since the last success, in the order they ended: two, or the only
+        # message tried, mean the server is unreachable (an outage), not that a message is
+        # refused. Sends start in row order; an outage stops new ones.
         unsent: list[tuple[int, SendFailure]] = []
         tried = 0
-        async with self.sender_factory() as sender:
-            for row in due:
-                outbox_id, purpose = row.id, row.purpose
-                if purpose in RATE_LIMITED and budget <= 0:
-                    self._defer(outbox_id, frees_at, now)
-                    result.deferred.append(outbox_id)
-                    continue
-                tried += 1
-                try:
-                    reply = await sender.send(row.envelope_from, list(row.recipients), row.raw)
-                except SendFailure as failure:
-                    if failure.kind is SendFailureKind.TRANSIENT:
-                        unsent.append((outbox_id, failure))
-                        if len(unsent) == 2:
-                            break
+        async with AsyncExitStack() as stack:
+            flight = _Flight([await stack.enter_async_context(self.sender_factory())
+                              for _ in range(self.connections)])
+            stack.push_async_callback(flight.cancel)
+            row = next(due, None)
+            while row is not None or flight.tasks:
+                if row is not None and len(unsent) < 2:
+                    limited = row.purpose in RATE_LIMITED
+                    if limited and budget <= 0:
+                        self._defer(row.id, frees_at, now)
+                        result.deferred.append(row.id)
+                        row = next(due, None)
                         continue
-                    self._record_failure(outbox_id, failure, now, result)
-                    continue
-                except Exception as exc:
-                    # A bug on one row must not stop the others; it is retried, then failed.
-                    log.exception("outbox %s: unexpected error while sending", outbox_id)
-                    self._record_failure(outbox_id, SendFailure(
-                        SendFailureKind.TRANSIENT, f"{type(exc).__name__}: {exc}"), now, result)
-                    continue
-                # The server took this one: the failures before it were those messages' own.
-                for failed_id, refusal in unsent:
-                    self._record_failure(failed_id, refusal, now, result)
-                unsent = []
-                if purpose in RATE_LIMITED:
-                    budget -= 1
-                self._mark_sent(row, reply, now)
-                result.sent += 1
-        outage = len(unsent) == 2 or (len(unsent) == 1 and tried == 1)
+                    if flight.can_start(row):
+                        budget -= limited
+                        tried += 1
+                        flight.start(row)
+                        row = next(due, None)
+                        continue
+                if not flight.tasks:
+                    break  # An outage, with nothing left in flight.
+                for attempt in await flight.finished():
+                    failure = attempt.failure
+                    if failure is None:
+                        # The server took this one: the failures before it were those
+                        # messages' own.
+                        for failed_id, refusal in unsent:
+                            self._record_failure(failed_id, refusal, now, result)
+                        unsent = []
+                        self._mark_sent(attempt.row, attempt.reply, now)
+                        result.sent += 1
+                        continue
+                    budget += attempt.row.purpose in RATE_LIMITED
+                    if failure.kind is SendFailureKind.TRANSIENT and not attempt.unexpected:
+                        unsent.append((attempt.row.id, failure))
+                    else:
+                        self._record_failure(attempt.row.id, failure, now, result)
+        if row is not None:
+            self._release([row.id])  # Taken, then held back by the outage: not sent.
+        outage = len(unsent) >= 2 or (len(unsent) == 1 and tried == 1)
         retry_at = self._outage(now, str(unsent[-1][1])) if outage else None
         for failed_id, refusal in unsent:
             self._record_failure(failed_id, refusal, now, result, retry_at=retry_at)
