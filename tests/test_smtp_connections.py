@@ -1,7 +1,8 @@
 """The outbox sends on `smtp.connections` SMTP connections at once (default 2), never two
 messages to one recipient at a time, so each recipient's mail is accepted in decision order.
 
-The outage tests (test_outage.py) and the crash test (test_faults.py) run with two as well.
+The outage tests (test_outage.py) and the SMTP fault tests (test_faults.py: a refusal while
+the other connection's message is accepted, a crash after acceptance) run with two as well.
 """
 
 from __future__ import annotations
@@ -100,25 +101,6 @@ def test_messages_in_flight_at_once_never_two_to_one_recipient(
             received[address].append(str(mail.message["Message-ID"]))
     assert received == decided
     assert len(received[TEAM]) == 16
-    worker.close()
-
-
-def test_a_refusal_on_one_connection_is_that_messages_own(
-        tmp_path: Path, pymap, smtp: EmbeddedSmtpServer):
-    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, complaints(3))
-    worker, watch = watched_worker(tmp_path, pymap, smtp, 2)
-    smtp.fail_next(1, code=451)
-
-    result = worker.once(T0 + timedelta(minutes=1))
-
-    assert watch.peak == 2
-    # The other connection's message was accepted, so the server is up: one message waits
-    # for its own retry, the rest went, and no outage is recorded.
-    assert (result.dispatch.sent, result.dispatch.retrying, result.dispatch.outage) == (5, 1, None)
-    assert worker.status()["smtp"] is None
-    later = worker.once(T0 + timedelta(minutes=2))
-    assert later.dispatch.sent == 1
-    assert len({str(mail.message["Message-ID"]) for mail in smtp.received}) == 6
     worker.close()
 
 

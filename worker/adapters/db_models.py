@@ -190,7 +190,10 @@ class Outbox(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index(None, "status", "next_attempt_at"),
+        # The outbox reads due rows in id order, resuming after the last: this index walks
+        # them in that order and tests the due time without reading the row. (One led by
+        # the due time made every read sort all pending rows: 5 ms a read at 3,000.)
+        Index(None, "status", "id", "next_attempt_at"),
         # Per-recipient and global rate limits count recent automatic mail through these.
         Index(None, "limited_to", "created_at"),
         Index(None, "sent_at"),
