@@ -326,11 +326,12 @@ def _challenge(msg: ParsedMessage) -> Classification | None:
     if _CHALLENGE_SUBJECT.search(msg.subject):
         found.append(f"Subject: {msg.subject[:60]}")
     if not found:
-        wording = _CHALLENGE_BODY.search(_own_text(msg))
         support = [*_null_sender_signs(msg), *filter(None, [_auto_submitted(msg)])]
         if _precedence(msg) in ("bulk", "junk", "auto_reply", "auto-reply"):
             support.append(f"Precedence: {_precedence(msg)}")
         support += _header_present(msg, _AUTO_REPLY_HEADERS)
+        # The wording counts only with a sign of a machine, so without one it is not read.
+        wording = _CHALLENGE_BODY.search(_own_text(msg)) if support else None
         if not (wording and support):
             return None
         found = [f"body: {wording.group(0)[:60]}", *support]
@@ -419,6 +420,16 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
     if daemon:
         strong.append(daemon)
     subject_hit = _BOUNCE_SUBJECT.search(msg.subject)
+    # Bounce wording alone could be a customer's own words ("Delivery failure" of a router!):
+    # without a strong sign it needs a second, independent sign that a machine sent this.
+    support = _null_sender_signs(msg)
+    auto = _auto_submitted(msg)
+    if auto:
+        support.append(auto)
+    if msg.enclosed_headers:
+        support.append("encloses the original message")
+    if not (strong or subject_hit or support or _BOUNCE_SUBJECT_ANYWHERE.search(msg.subject)):
+        return None  # Wording in the body could only be the customer's: not read (most mail).
     body_hit = _bounce_wording(_own_text(msg))
     wording: list[str] = []
     if subject_hit:
@@ -429,14 +440,6 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
         return _failure_or_delay(msg, strong + wording)
     if not wording:
         return None
-    # Bounce wording alone could be a customer's own words ("Delivery failure" of a router!):
-    # require a second, independent sign that a machine sent this.
-    support = _null_sender_signs(msg)
-    auto = _auto_submitted(msg)
-    if auto:
-        support.append(auto)
-    if msg.enclosed_headers:
-        support.append("encloses the original message")
     if body_hit and (subject_hit or (_BOUNCE_SUBJECT_ANYWHERE.search(msg.subject)
                                      and not _FORWARD_SUBJECT.match(msg.subject))):
         support.append("subject and body both report a delivery failure")
