@@ -6,10 +6,19 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from worker.core.attachments import extract_attachments, select_attachments
 from worker.core.message import ParsedMessage
-from worker.core.parse import MAX_TEXT_CHARS, decode_words, parse_message
+from worker.core.parse import (
+    _PLAIN_ADDRESS,
+    MAX_TEXT_CHARS,
+    _parse_addresses,
+    _parsed_addresses,
+    decode_words,
+    parse_message,
+)
 
 
 def plain(body: bytes, *, content_type: bytes = b"text/plain; charset=utf-8",
@@ -801,3 +810,46 @@ def test_bare_cr_line_ends_decode_quoted_printable_soft_breaks() -> None:
     msg = parse_message(raw)
     assert "the message was returned." in msg.text
     assert "Second line." in msg.text
+
+
+# Plain address fields, as the direct reading takes them, and near misses it must leave alone.
+_ATEXT = "abcXYZ019!#$%&'*+/^_`{|}~-"
+_atoms = st.text(_ATEXT, min_size=1, max_size=6)
+_labels = st.text("abcXYZ019", min_size=1, max_size=5)
+_specs = st.builds(lambda local, domain, tld: f"{'.'.join(local)}@{'.'.join(domain)}.{tld}",
+                   st.lists(_atoms, min_size=1, max_size=3), st.lists(_labels, min_size=1,
+                                                                      max_size=2), _labels)
+_plain_fields = st.one_of(
+    st.builds(lambda name, spec, gap, pad: f"{pad}{' '.join(name)}{gap}<{spec}>{pad}",
+              st.lists(_atoms, min_size=1, max_size=3), _specs, st.sampled_from(["", " "]),
+              st.sampled_from(["", " "])),
+    st.builds(lambda spec, pad: f"{pad}{spec}{pad}", _specs, st.sampled_from(["", " "])),
+)
+# Near misses: quotes, comments, two spaces, encoded words, dots in names, groups, lists.
+_near_misses = st.builds(
+    lambda name, spec, trick: trick.format(name=" ".join(name), spec=spec),
+    st.lists(_atoms, min_size=1, max_size=3), _specs, st.sampled_from([
+        '"{name}" <{spec}>', "{spec} ({name})", "{name}  <{spec}>", "{name}. <{spec}>",
+        "=?utf-8?q?{name}?= <{spec}>", "{name}: <{spec}>;", "{spec}, {spec}", "<{spec}>",
+        "{name} <{spec}"]))
+
+
+@given(field=_plain_fields)
+@example(field="O'Brien <o.brien@Example.CO.uk>")
+@example(field="Jane.Smith@example.org")
+@settings(max_examples=300, deadline=None)
+def test_plain_address_fields_read_directly_as_both_parsers_read_them(field: str) -> None:
+    """`Name <addr>` in atoms is read directly, giving what the two email parsers give."""
+    assert _PLAIN_ADDRESS.fullmatch(field)
+    parsed: list[str] = []
+    assert _parse_addresses(field, []) == _parsed_addresses(field, parsed, sender=False)
+    assert parsed == [], "the parsers found a defect in a field read as plain"
+
+
+@given(field=_near_misses)
+@settings(max_examples=300, deadline=None)
+def test_address_fields_that_are_not_plain_get_both_parsers(field: str) -> None:
+    direct: list[str] = []
+    parsed: list[str] = []
+    assert _parse_addresses(field, direct) == _parsed_addresses(field, parsed, sender=False)
+    assert direct == parsed

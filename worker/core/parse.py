@@ -137,6 +137,15 @@ _UTF8_SEQUENCE = re.compile(
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ID_TOKEN = re.compile(r"<([^<>]*)>")
 _ADDR_LIKE = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
+# A lone `Name <addr>` or `addr` written in atoms alone (no quotes, comments, encoded words,
+# groups or obsolete syntax), as most From and To fields are: the two address parsers below
+# read it the same way without a defect, at ~100 us a field, so it is read directly.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_SPEC = rf"{_DOT_ATOM}@{_LABEL}(?:\.{_LABEL})+"
+_PLAIN_ADDRESS = re.compile(
+    rf" *(?:(?P<name>{_ATOM}(?: {_ATOM})*) ?<(?P<spec>{_PLAIN_SPEC})>|(?P<bare>{_PLAIN_SPEC})) *")
 _LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+")
 _NULL_PATH = re.compile(r"^<\s*>$")
 _NULL_IN_FROM = re.compile(r"<\s*>")
@@ -461,6 +470,14 @@ def _parse_addresses(raw: str, defects: list[str], hint: str | None = None, *,
     value = _unfold(_raw_to_text(raw, hint)).replace("\r", " ").replace("\n", " ")
     if not value.strip():
         return []
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain:
+        return [(plain["name"] or "", (plain["spec"] or plain["bare"]).lower())]
+    return _parsed_addresses(value, defects, sender=sender)
+
+
+def _parsed_addresses(value: str, defects: list[str], *, sender: bool) -> list[tuple[str, str]]:
+    """`_parse_addresses` of a field that is not a lone plain address: both parsers, compared."""
     try:
         # The classic parser keeps names undecoded and takes a trailing comment as the name.
         classic = email_utils.getaddresses([value])
