@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
+from sqlalchemy import select
 
 from tests.harness import PASSWORD, PROVIDER_ADDRESSES, Worker, mailbox_for
+from worker.adapters.db_models import CaseEvent, Outbox
 from worker.demo_mail import bounce, customer_mail
 from worker.embedded import EmbeddedSmtpServer, deliver_many
 
@@ -84,6 +86,16 @@ def test_fifty_complaints_become_fifty_threaded_acknowledged_cases(
     for mail in acks(smtp):
         case = worker.case(mail.message["X-Complaints-Worker-Case"])
         assert mail.rcpt_tos == (case["customer"],)
+
+    # The audit trail links each email queued and sent to its outbox row.
+    with worker.app.sessions() as session:
+        rows = {row.id: row for row in session.scalars(select(Outbox))}
+        events = session.scalars(select(CaseEvent).where(
+            CaseEvent.kind.in_(("email_queued", "email_sent")))).all()
+    assert len(rows) == 50 and len(events) == 100
+    for event in events:
+        row = rows[event.outbox_id]
+        assert (row.message_id, row.case_id) == (event.detail["message_id"], event.case_id)
 
     if processed_folder:
         assert folder_uids(imap_server.port, "INBOX") == []

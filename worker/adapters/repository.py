@@ -197,12 +197,16 @@ PENDING_EVENTS = "complaints_worker_events"
 def add_event(
     session: Session, case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
     inbound_message_id: int | None = None, outbox_id: int | None = None,
+    outbox: Outbox | None = None,
 ) -> None:
     """Add an audit event to the transaction. Events are only appended, never read back while
-    deciding, so they wait to be written in one INSERT as the transaction commits."""
-    session.info.setdefault(PENDING_EVENTS, []).append(
-        event_row(case_id, kind, at=at, detail=detail, inbound_message_id=inbound_message_id,
-                  outbox_id=outbox_id))
+    deciding, so they wait to be written in one INSERT as the transaction commits. `outbox`:
+    a row added in this transaction, whose id is known only once it is flushed."""
+    event = event_row(case_id, kind, at=at, detail=detail,
+                      inbound_message_id=inbound_message_id, outbox_id=outbox_id)
+    if outbox is not None:
+        event["outbox_id"] = outbox  # Its id, in write_events.
+    session.info.setdefault(PENDING_EVENTS, []).append(event)
 
 
 def event_row(case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
@@ -220,7 +224,11 @@ def write_events(session: Session) -> None:
     """Write the transaction's audit events, in the order they were added (before commit)."""
     events = session.info.pop(PENDING_EVENTS, None)
     if events:
-        run(session, INSERT_EVENTS, events)  # After a flush: the rows they name.
+        session.flush()  # The rows they name have their ids now.
+        for event in events:
+            if isinstance(event["outbox_id"], Outbox):
+                event["outbox_id"] = event["outbox_id"].id
+        run(session, INSERT_EVENTS, events)
 
 
 def drop_events(session: Session, previous: SessionTransaction) -> None:

@@ -82,9 +82,8 @@ def queue_email(
         limited_to=to[0] if limited else None,
     )
     session.add(row)
-    session.flush()
     add_event(session, case.id, "email_suppressed" if suppressed else "email_queued", at=now,
-              outbox_id=row.id,
+              outbox=row,
               detail={"purpose": purpose, "message_id": message_id, "to": list(to),
                       "idempotency_key": idempotency_key, "reason": suppressed,
                       "rule": obligation_id,
