@@ -136,16 +136,18 @@ def retry_delay(attempts: int, settings: WorkerSettings) -> timedelta:
 
 
 class DispatchService:
-    """Sends due rows in id order, so mail leaves in the order it was decided.
+    """Starts due rows in id order, on up to `connections` SMTP connections at once and never
+    two to one recipient, so each recipient's mail leaves in the order it was decided.
 
     A message the server refuses for a while (4xx) backs off on its own. When the server
-    cannot be reached (two messages in a row fail, or the only one tried), that is an
+    cannot be reached (two messages in a row fail with none accepted between, or the only one
+    tried), that is an
     outage: it is recorded in `smtp_state`, and every pending message waits for the same
-    retry time, so when the server is back the whole queue goes out together, in order.
+    retry time, so when the server is back the whole queue goes out together.
     """
 
     def __init__(self, *, sessions: sessionmaker[Session], sender_factory: Callable[[], MailSender],
-                 settings: WorkerSettings, connections: int = 1) -> None:
+                 settings: WorkerSettings, connections: int) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         # PostgreSQL, where several workers share the outbox and a statement is a round trip.
@@ -249,7 +251,8 @@ class DispatchService:
                         row = next(due, None)
                         continue
                     if flight.can_start(row):
-                        budget -= limited
+                        if limited:
+                            budget -= 1  # Given back if it is not accepted.
                         tried += 1
                         flight.start(row)
                         row = next(due, None)
@@ -267,7 +270,8 @@ class DispatchService:
                         self._mark_sent(attempt.row, attempt.reply, now)
                         result.sent += 1
                         continue
-                    budget += attempt.row.purpose in RATE_LIMITED
+                    if attempt.row.purpose in RATE_LIMITED:
+                        budget += 1
                     if failure.kind is SendFailureKind.TRANSIENT and not attempt.unexpected:
                         unsent.append((attempt.row.id, failure))
                     else:
