@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,15 @@ class MailboxSpec:
     processed_folder: str | None = None
     acknowledge: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def per_recipient(mail: Iterable[tuple[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """The Message-IDs of (Message-ID, recipients) pairs by recipient, in their order."""
+    found: dict[str, list[str]] = {}
+    for message_id, recipients in mail:
+        for address in recipients:
+            found.setdefault(address, []).append(message_id)
+    return found
 
 
 def mailbox_for(rules: str, *, name: str | None = None, **kwargs: Any) -> MailboxSpec:

@@ -7,7 +7,6 @@ the other connection's message is accepted, a crash after acceptance) run with t
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.harness import PASSWORD, PROVIDER_ADDRESSES, Worker, mailbox_for
+from tests.harness import PASSWORD, PROVIDER_ADDRESSES, Worker, mailbox_for, per_recipient
 from worker.adapters.db_models import Outbox
 from worker.adapters.smtp import SmtpSender
 from worker.demo_mail import customer_mail
@@ -91,14 +90,10 @@ def test_messages_in_flight_at_once_never_two_to_one_recipient(
     assert watch.shared == [], "two messages to one recipient were in flight at once"
     # Each recipient received its mail in the order it was decided (outbox id order).
     with worker.app.sessions() as session:
-        decided: dict[str, list[str]] = defaultdict(list)
-        for row in session.scalars(select(Outbox).order_by(Outbox.id)):
-            for address in row.recipients:
-                decided[address].append(row.message_id)
-    received: dict[str, list[str]] = defaultdict(list)
-    for mail in smtp.received:
-        for address in mail.rcpt_tos:
-            received[address].append(str(mail.message["Message-ID"]))
+        decided = per_recipient((row.message_id, row.recipients)
+                                for row in session.scalars(select(Outbox).order_by(Outbox.id)))
+    received = per_recipient((str(mail.message["Message-ID"]), mail.rcpt_tos)
+                             for mail in smtp.received)
     assert received == decided
     assert len(received[TEAM]) == 16
     worker.close()

@@ -196,17 +196,15 @@ PENDING_EVENTS = "complaints_worker_events"
 
 def add_event(
     session: Session, case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
-    inbound_message_id: int | None = None, outbox_id: int | None = None,
-    outbox: Outbox | None = None,
+    inbound_message_id: int | None = None, outbox: Outbox | None = None,
 ) -> None:
     """Add an audit event to the transaction. Events are only appended, never read back while
     deciding, so they wait to be written in one INSERT as the transaction commits. `outbox`:
-    a row added in this transaction, whose id is known only once it is flushed."""
-    event = event_row(case_id, kind, at=at, detail=detail,
-                      inbound_message_id=inbound_message_id, outbox_id=outbox_id)
-    if outbox is not None:
-        event["outbox_id"] = outbox  # Its id, in write_events.
-    session.info.setdefault(PENDING_EVENTS, []).append(event)
+    the outbox row it is about, whose id is read then (one queued in this transaction has
+    none before the flush)."""
+    session.info.setdefault(PENDING_EVENTS, []).append(
+        (event_row(case_id, kind, at=at, detail=detail, inbound_message_id=inbound_message_id),
+         outbox))
 
 
 def event_row(case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
@@ -225,10 +223,8 @@ def write_events(session: Session) -> None:
     events = session.info.pop(PENDING_EVENTS, None)
     if events:
         session.flush()  # The rows they name have their ids now.
-        for event in events:
-            if isinstance(event["outbox_id"], Outbox):
-                event["outbox_id"] = event["outbox_id"].id
-        run(session, INSERT_EVENTS, events)
+        run(session, INSERT_EVENTS, [event if outbox is None else {**event, "outbox_id": outbox.id}
+                                     for event, outbox in events])
 
 
 def drop_events(session: Session, previous: SessionTransaction) -> None:

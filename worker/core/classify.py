@@ -428,7 +428,8 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
         support.append(auto)
     if msg.enclosed_headers:
         support.append("encloses the original message")
-    if not (strong or subject_hit or support or _BOUNCE_SUBJECT_ANYWHERE.search(msg.subject)):
+    subject_mentions = _BOUNCE_SUBJECT_ANYWHERE.search(msg.subject)
+    if not (strong or subject_hit or support or subject_mentions):
         return None  # Wording in the body could only be the customer's: not read (most mail).
     body_hit = _bounce_wording(_own_text(msg))
     wording: list[str] = []
@@ -440,7 +441,7 @@ def _bounce(msg: ParsedMessage) -> Classification | None:
         return _failure_or_delay(msg, strong + wording)
     if not wording:
         return None
-    if body_hit and (subject_hit or (_BOUNCE_SUBJECT_ANYWHERE.search(msg.subject)
+    if body_hit and (subject_hit or (subject_mentions
                                      and not _FORWARD_SUBJECT.match(msg.subject))):
         support.append("subject and body both report a delivery failure")
     if not support:

@@ -141,9 +141,8 @@ class DispatchService:
 
     A message the server refuses for a while (4xx) backs off on its own. When the server
     cannot be reached (two messages in a row fail with none accepted between, or the only one
-    tried), that is an
-    outage: it is recorded in `smtp_state`, and every pending message waits for the same
-    retry time, so when the server is back the whole queue goes out together.
+    tried), that is an outage: it is recorded in `smtp_state`, and every pending message waits
+    for the same retry time, so when the server is back the whole queue goes out together.
     """
 
     def __init__(self, *, sessions: sessionmaker[Session], sender_factory: Callable[[], MailSender],
@@ -313,7 +312,7 @@ class DispatchService:
             row = session.get_one(Outbox, outbox_id)
             row.next_attempt_at = until
             if row.last_error != reason and row.case_id is not None:
-                repo.add_event(session, row.case_id, "email_deferred", at=now, outbox_id=row.id,
+                repo.add_event(session, row.case_id, "email_deferred", at=now, outbox=row,
                                detail={"purpose": row.purpose, "message_id": row.message_id,
                                        "reason": reason, "until": until.isoformat()})
             row.last_error = reason
@@ -365,7 +364,7 @@ class DispatchService:
                 result.retrying += 1
                 kind = "email_retry_scheduled"
             if row.case_id is not None:
-                repo.add_event(session, row.case_id, kind, at=now, outbox_id=row.id,
+                repo.add_event(session, row.case_id, kind, at=now, outbox=row,
                                detail={"purpose": row.purpose, "message_id": row.message_id,
                                        "error": row.last_error, "attempts": row.attempts,
                                        "next_attempt_at": row.next_attempt_at.isoformat()})

@@ -88,7 +88,7 @@ class TimerSweep:
               now: datetime) -> None:
         rules = self.providers()[case.provider_id]
         obligation = rules.obligation(row.obligation_id) if row.obligation_id else None
-        repo.add_event(session, case.id, "breach", at=now, outbox_id=row.id, detail={
+        repo.add_event(session, case.id, "breach", at=now, outbox=row, detail={
             "rule": row.obligation_id,
             "severity": obligation.severity.value if obligation else None,
             "kind": "delivery", "purpose": row.purpose, "due_at": due.isoformat(),
