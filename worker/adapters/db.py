@@ -24,9 +24,12 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets `status` and `cases` read while the worker writes; foreign keys are off by default.
+    # FULL syncs the log at every commit. NORMAL would survive a killed process but not a power
+    # cut or kernel crash, which could undo commits after their message was moved off the server
+    # (a lost complaint) or their mail sent (sent again, or an acknowledgement for no case).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
