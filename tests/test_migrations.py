@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from worker.adapters.db import alembic_config, make_engine, upgrade
+
+T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
 
 def test_upgrade_then_alembic_check_finds_no_drift(db_url: str):
@@ -30,3 +34,37 @@ def test_upgrade_twice_is_harmless(tmp_path):
     url = f"sqlite:///{tmp_path}/twice.db"
     upgrade(url)
     upgrade(url)
+
+
+def test_outbox_mail_moves_out_of_the_row_and_back_with_case_events_referring_to_it(db_url: str):
+    """0009 on a database in use (a case event refers to the outbox row, foreign keys on): the
+    bytes queued before the upgrade are the ones the worker reads after it, and a downgrade
+    puts them back."""
+    raw = b"Subject: queued before the upgrade\r\n\r\n" + bytes(range(256)) * 100
+    upgrade(db_url, "0008")
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO cases (id, reference, provider_id, mailbox, status, subject, "
+            "customer_address, customer_name, first_raised_at, created_at) VALUES "
+            "(1, 'CLR-2026-000001', 'claranet-soho', 'm', 'open', 's', 'c@example.com', '', "
+            ":at, :at)"), {"at": T0})
+        connection.execute(text(
+            "INSERT INTO outbox (id, idempotency_key, message_id, case_id, mailbox, purpose, "
+            "envelope_from, recipients, raw, status, attempts, next_attempt_at, created_at) "
+            "VALUES (7, 'ack:CLR-2026-000001', '<a@example.com>', 1, 'm', 'acknowledgement', "
+            "'w@example.com', '[\"c@example.com\"]', :raw, 'pending', 0, :at, :at)"),
+            {"raw": raw, "at": T0})
+        connection.execute(text(
+            "INSERT INTO case_event (case_id, at, kind, detail, outbox_id) "
+            "VALUES (1, :at, 'email_queued', '{}', 7)"), {"at": T0})
+    upgrade(db_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT outbox_id, raw FROM outbox_mail")).all() == [
+            (7, raw)]
+        assert "raw" not in {c["name"] for c in inspect(connection).get_columns("outbox")}
+    command.downgrade(alembic_config(db_url), "0008")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT raw FROM outbox WHERE id = 7")).scalar_one() == raw
+        assert "outbox_mail" not in inspect(connection).get_table_names()
+    engine.dispose()

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.adapters import repository as repo
 from worker.adapters.db import transaction
-from worker.adapters.db_models import CaseEvent, Outbox
+from worker.adapters.db_models import CaseEvent, Outbox, OutboxMail
 from worker.adapters.smtp import MailSender
 from worker.config import WorkerSettings
 from worker.errors import SendFailure, SendFailureKind
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # What sending a row and recording it as sent need, read with its claim.
 _SENDING = (Outbox.id, Outbox.case_id, Outbox.purpose, Outbox.message_id, Outbox.envelope_from,
-            Outbox.recipients, Outbox.raw, Outbox.deliver_by, Outbox.obligation_id)
+            Outbox.recipients, OutboxMail.raw, Outbox.deliver_by, Outbox.obligation_id)
 
 _MARK_SENT = update(Outbox).where(Outbox.id == bindparam("row_id")).values(
     status="sent", sent_at=bindparam("now"), attempts=Outbox.attempts + 1, last_error=None)
@@ -185,13 +185,13 @@ class DispatchService:
     def _claim(self, now: datetime, limit: int, after: int) -> list[Row[Any]]:
         """A chunk of due rows with everything sending them needs, read in one query."""
         with self.engine.begin() as connection:
-            query = (select(*_SENDING)
+            query = (select(*_SENDING).join(OutboxMail)
                      .where(Outbox.id > after, Outbox.status == "pending",
                             Outbox.next_attempt_at <= now,
                             or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now))
                      .order_by(Outbox.id).limit(limit))
             if self.shared:
-                query = query.with_for_update(skip_locked=True)
+                query = query.with_for_update(skip_locked=True, of=Outbox)
             rows = list(connection.execute(query))
             # SQLite has one worker: no claims, so a restart after a crash re-sends at once.
             if rows and self.shared:

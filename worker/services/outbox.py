@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy import case as when
 from sqlalchemy.orm import Session
 
-from worker.adapters.db_models import Case, Outbox
+from worker.adapters.db_models import Case, Outbox, OutboxMail
 from worker.adapters.repository import add_event, run
 from worker.adapters.templates import Rendered
 from worker.config import WorkerSettings
@@ -75,8 +75,9 @@ def queue_email(
     limited = purpose in RATE_LIMITED and len(to) == 1 and not suppressed
     row = Outbox(
         idempotency_key=idempotency_key, message_id=message_id, case_id=case.id, mailbox=mailbox,
-        purpose=purpose, envelope_from=envelope_from or from_address, recipients=list(to), raw=raw,
-        status="suppressed" if suppressed else "pending", attempts=0, next_attempt_at=now,
+        purpose=purpose, envelope_from=envelope_from or from_address, recipients=list(to),
+        mail=OutboxMail(raw=raw), status="suppressed" if suppressed else "pending", attempts=0,
+        next_attempt_at=now,
         created_at=now, last_error=suppressed, obligation_id=obligation_id,
         deliver_by=deliver_by(deadline, now) if deadline and not suppressed else None,
         limited_to=to[0] if limited else None,

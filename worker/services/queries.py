@@ -15,6 +15,7 @@ from worker.adapters.db_models import (
     InboundMessage,
     MailboxState,
     Outbox,
+    OutboxMail,
     SmtpState,
     Timer,
 )
@@ -140,7 +141,8 @@ def show_case(session: Session, reference: str) -> dict[str, Any] | None:
         return None
     inbound = session.scalars(select(InboundMessage).where(InboundMessage.case_id == case.id)
                               .order_by(InboundMessage.received_at, InboundMessage.id))
-    outbound = session.scalars(select(Outbox).where(Outbox.case_id == case.id).order_by(Outbox.id))
+    outbound = session.execute(select(Outbox, OutboxMail.raw).join(OutboxMail)
+                               .where(Outbox.case_id == case.id).order_by(Outbox.id))
     events = session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id)
                              .order_by(CaseEvent.at, CaseEvent.id))
     from worker.core.parse import parse_message
@@ -150,8 +152,8 @@ def show_case(session: Session, reference: str) -> dict[str, Any] | None:
          "message_id": m.message_id, "kind": m.kind, "status": m.status, "text": m.text or ""}
         for m in inbound
     ]
-    for row in outbound:
-        parsed = parse_message(row.raw)
+    for row, raw in outbound:
+        parsed = parse_message(raw)
         messages.append({
             "direction": "out", "at": _iso(row.sent_at or row.created_at), "to": row.recipients,
             "subject": parsed.subject, "message_id": row.message_id, "purpose": row.purpose,
