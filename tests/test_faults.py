@@ -334,6 +334,44 @@ def test_message_that_kills_the_worker_is_counted_and_quarantined(
     worker.close()
 
 
+def test_sqlite_batch_commits_together_and_a_death_inside_it_costs_one_more_pass(
+    tmp_path: Path, pymap, smtp, monkeypatch: pytest.MonkeyPatch
+):
+    """On SQLite a batch is one transaction: a worker that dies inside it has stored nothing
+    and cannot say which message it was on, so it blames none and processes that batch one
+    message at a time; there the message that kills it is found as on PostgreSQL, one death
+    later."""
+    raws = [complaint(n) for n in range(4)]
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(raw, T0) for raw in raws])
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    fail_on(monkeypatch, {raws[2]: SimulatedCrash("out of memory")})
+    uid = folder_uids(pymap.port, "INBOX")
+
+    with pytest.raises(SimulatedCrash):
+        worker.once(T0)
+    worker = worker.restart()
+    assert worker.cases() == [], "the batch's first two complaints were not committed alone"
+    with pytest.raises(SimulatedCrash):
+        worker.once(T0 + timedelta(minutes=1))
+    worker = worker.restart()
+    assert len(worker.cases()) == 2, "one message a transaction: those before the death stay"
+    assert worker.status()["quarantine"]["retrying"] == [], "the death inside the batch is on nobody"
+    for minute in (2, 3):
+        with pytest.raises(SimulatedCrash):
+            worker.once(T0 + timedelta(minutes=minute))
+        worker = worker.restart()
+    assert [(r["uid"], r["attempts"]) for r in worker.status()["quarantine"]["retrying"]] == [
+        (uid[2], 2)]
+
+    result = worker.once(T0 + timedelta(minutes=4))
+    reasons = quarantine(worker)
+    assert set(reasons) == {uid[2]} and "the worker stopped while processing" in reasons[uid[2]]
+    assert result.polls[0].cases_opened == 1
+    assert len(worker.cases()) == 3 and len(acks(smtp)) == 3
+    worker.close()
+
+
 # ---------------------------------------------------------------- the database failing briefly
 
 
@@ -374,8 +412,10 @@ def test_sqlite_locked_by_another_process_mid_pass(tmp_path: Path, pymap, smtp,
                                                    monkeypatch: pytest.MonkeyPatch):
     raws = [complaint(n) for n in range(3)]
     deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(raw, T0) for raw in raws])
+    # One message a batch: on SQLite a batch commits together, and the lock is to fall
+    # between two commits.
     worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
-                           mailboxes=[mailbox_for("claranet-soho")])
+                           mailboxes=[mailbox_for("claranet-soho", extra={"fetch_batch": 1})])
     engine = worker.app.engine
     # The worker waits 30 s for a lock; here a lock outlasts a 0.1 s wait, so the test is quick.
     event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA busy_timeout = 100"))

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -74,6 +76,10 @@ class MailboxState(Base):
     # A crash leaves them here, so the next pass knows which message was in hand (a poison
     # message that kills the process) without a commit per message.
     inflight: Mapped[list[int] | None] = mapped_column(JSON)
+    # Whether that batch is processed in one transaction (SQLite): then a crash inside it leaves
+    # nothing stored, so it does not tell which message was in hand.
+    inflight_together: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                    server_default=false())
 
 
 class InboundAttempt(Base):

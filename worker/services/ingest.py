@@ -3,6 +3,12 @@
 Only after that transaction commits is the message moved or flagged on the server, so a crash
 in between means a re-fetch, which the UID and Message-ID constraints turn into a no-op.
 
+On SQLite a fetched batch is processed in one transaction, which commits (and syncs to disk)
+once rather than once a message; should any message in it fail, nothing of the batch is kept
+and it is processed again one message per transaction, so the failure is that message's alone.
+PostgreSQL keeps one transaction per message: several workers share its rows (the case-number
+counter), and a batch-long transaction would make them wait for each other.
+
 A message whose processing fails (an exception, or the process dying on it) is left on the
 server unmarked, fetched again by UID on later passes, and quarantined after
 `worker.poison_attempts` failures; the messages after it are processed meanwhile.
@@ -75,6 +81,7 @@ class IngestService:
         self.desk = StaffDesk(renderer=renderer, config=config, calendars=calendars)
         self.renderer = renderer
         self.config = config
+        self.batches_together = sessions.kw["bind"].dialect.name == "sqlite"
 
     def poll(
         self, mailbox: MailboxConfig, source: MailboxSource, *, now: datetime,
@@ -88,7 +95,7 @@ class IngestService:
         result = PollResult(mailbox=mailbox.name)
         status = source.open()
         try:
-            last_uid, retry = self._resume(mailbox, source, status.uidvalidity, now)
+            last_uid, retry, suspects = self._resume(mailbox, source, status.uidvalidity, now)
             self._reconcile(mailbox, source, status.uidvalidity, last_uid)
             # In UID order, failed messages included: the first copy of a message is the one
             # that counts (its arrival starts the clocks), and a reply follows its complaint.
@@ -107,16 +114,23 @@ class IngestService:
                 # message's fault.
                 messages = list(source.fetch(batch,
                                              max_bytes=self.config.worker.max_message_bytes))
-                failed, stored = self._start_batch(mailbox, status.uidvalidity, batch)
-                done: list[int] = []
-                for fetched in messages:
-                    outcome = self._process(mailbox, status.uidvalidity, fetched, now=now,
-                                            acknowledge=ack, failed=failed.get(fetched.uid),
-                                            stored=fetched.uid in stored)
+                # Together only when no message in it has failed before or was in hand
+                # when a batch processed together died.
+                failed, stored, together = self._start_batch(
+                    mailbox, status.uidvalidity, batch, suspects=suspects)
+                outcomes = self._process_together(
+                    mailbox, status.uidvalidity, messages, now=now, acknowledge=ack,
+                    stored=stored) if together else None
+                if outcomes is None:
+                    outcomes = [self._process(mailbox, status.uidvalidity, fetched, now=now,
+                                              acknowledge=ack, failed=failed.get(fetched.uid),
+                                              stored=fetched.uid in stored)
+                                for fetched in messages]
+                for outcome in outcomes:
                     _count(result, outcome)
-                    if outcome != "retry":
-                        done.append(fetched.uid)
-                source.mark_processed(done)
+                source.mark_processed([fetched.uid for fetched, outcome
+                                       in zip(messages, outcomes, strict=True)
+                                       if outcome != "retry"])
                 seen = {fetched.uid for fetched in messages}
                 self._record_backlog(mailbox, len(new) - start - len(batch), now,
                                      vanished=[uid for uid in failed if uid not in seen])
@@ -129,9 +143,10 @@ class IngestService:
         return result
 
     def _resume(self, mailbox: MailboxConfig, source: MailboxSource, uidvalidity: int,
-                now: datetime) -> tuple[int, set[int]]:
-        """Where this folder's processing stands: the UID watermark, and the failed messages
-        to fetch again by UID until they are stored or quarantined (they can be below it)."""
+                now: datetime) -> tuple[int, set[int], set[int]]:
+        """Where this folder's processing stands: the UID watermark, the failed messages to
+        fetch again by UID until they are stored or quarantined (they can be below it), and
+        the messages of a batch processed together that died, to process one at a time."""
         with transaction(self.sessions) as session:
             state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
             if state.uidvalidity != uidvalidity:
@@ -143,22 +158,57 @@ class IngestService:
                 state.last_uid = 0
                 state.inflight = None
                 repo.forget_attempts(session, mailbox.name, mailbox.folder)
+            elif state.inflight and state.inflight_together:
+                # Nothing of that batch was stored, and any of its messages may have been in
+                # hand: blame none, and process them one at a time, where a crash is pinned on
+                # the message in hand. Kept until that batch starts, should this pass die too.
+                return state.last_uid, set(repo.failed_attempts(
+                    session, mailbox.name, mailbox.folder, uidvalidity)), set(state.inflight)
             elif state.inflight:
                 self._blame_crash(session, mailbox, source, uidvalidity, state.inflight, now)
                 state.inflight = None
             return state.last_uid, set(repo.failed_attempts(session, mailbox.name,
-                                                            mailbox.folder, uidvalidity))
+                                                            mailbox.folder, uidvalidity)), set()
 
-    def _start_batch(self, mailbox: MailboxConfig, uidvalidity: int, batch: list[int]
-                     ) -> tuple[dict[int, tuple[int, str]], set[int]]:
+    def _start_batch(self, mailbox: MailboxConfig, uidvalidity: int, batch: list[int], *,
+                     suspects: set[int]) -> tuple[dict[int, tuple[int, str]], set[int], bool]:
         """Record the batch as in hand (one commit per batch, not per message) and return the
-        failed attempts so far at its messages (uid -> (count, last error)) and which of them
-        are stored already."""
+        failed attempts so far at its messages (uid -> (count, last error)), which of them
+        are stored already, and whether to process it in one transaction."""
         with transaction(self.sessions) as session:
-            repo.mailbox_state(session, mailbox.name, mailbox.folder).inflight = list(batch)
             rows = repo.failed_attempts(session, mailbox.name, mailbox.folder, uidvalidity, batch)
             stored = repo.stored_uids(session, mailbox.name, mailbox.folder, uidvalidity, batch)
-            return {uid: (row.attempts, row.last_error) for uid, row in rows.items()}, stored
+            together = self.batches_together and not rows and suspects.isdisjoint(batch)
+            self._mark_inflight(session, mailbox, batch, together=together)
+            return ({uid: (row.attempts, row.last_error) for uid, row in rows.items()}, stored,
+                    together)
+
+    def _mark_inflight(self, session: Session, mailbox: MailboxConfig, batch: list[int], *,
+                       together: bool) -> None:
+        state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
+        state.inflight = list(batch)
+        state.inflight_together = together
+
+    def _process_together(self, mailbox: MailboxConfig, uidvalidity: int,
+                          messages: list[FetchedMessage], *, now: datetime, acknowledge: bool,
+                          stored: set[int]) -> list[str] | None:
+        """Every message of the batch in one transaction: their outcomes, or None when one
+        of them failed. Then nothing of the batch is kept, and it is recorded as processed one
+        message at a time, which the caller does next."""
+        try:
+            with transaction(self.sessions) as session:
+                return [self._ingest(session, mailbox, uidvalidity, fetched, now=now,
+                                     acknowledge=acknowledge, stored=fetched.uid in stored)
+                        for fetched in messages]
+        except OperationalError:
+            raise  # The database itself is failing: stop this pass, retry later, lose nothing.
+        except Exception:
+            log.info("mailbox %s: a message of the batch failed; processing the batch again "
+                     "one message at a time", mailbox.name)
+        with transaction(self.sessions) as session:
+            self._mark_inflight(session, mailbox, [fetched.uid for fetched in messages],
+                                together=False)
+        return None
 
     def _blame_crash(self, session: Session, mailbox: MailboxConfig, source: MailboxSource,
                      uidvalidity: int, inflight: list[int], now: datetime) -> None:
@@ -212,6 +262,7 @@ class IngestService:
             state.backlog = max(backlog, 0)
             state.last_poll_at = now
             state.inflight = None
+            state.inflight_together = False
             if vanished and state.uidvalidity is not None:
                 repo.forget_attempts(session, mailbox.name, mailbox.folder, state.uidvalidity,
                                      vanished)
