@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import CursorResult, Executable, bindparam, delete, func, insert, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from worker.adapters.db_models import (
+    Base,
     Case,
     CaseEvent,
     CaseParty,
@@ -36,6 +38,29 @@ def run(session: Session, statement: Executable, params: Any = None) -> CursorRe
     """
     session.flush()
     return session.connection().execute(statement, params)
+
+
+Row = TypeVar("Row", bound=Base)
+
+
+def insert_loaded(session: Session, model: type[Row], values: dict[str, Any]) -> Row:
+    """Insert a row with a Core statement and hand it to the session as if it had been loaded:
+    for the rows written for every message, where the session's unit of work costs four times
+    as much (0.3 ms for an outbox row here). `values` sets every column but the id (an unset
+    one would be read back from the database when used); a later change to the row is flushed
+    as an update."""
+    row = model(**values)
+    key = run(session, _insert(model), values).inserted_primary_key
+    assert key is not None
+    row.id = key[0]  # type: ignore[attr-defined]
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
+
+
+@cache
+def _insert(model: type[Base]) -> Executable:
+    return insert(model)
 
 
 def mailbox_state(session: Session, mailbox: str, folder: str) -> MailboxState:

@@ -571,17 +571,14 @@ class IngestService:
                fetched: FetchedMessage, *, now: datetime, parsed: ParsedMessage | None,
                status: str, reason: str | None = None, case_id: int | None = None,
                dedupe_key: str | None = None, kind: MessageKind | None = None) -> InboundMessage:
-        row = InboundMessage(
+        return repo.insert_loaded(session, InboundMessage, dict(
             mailbox=mailbox.name, folder=mailbox.folder, uidvalidity=uidvalidity, uid=fetched.uid,
             message_id=parsed.message_id if parsed else None, dedupe_key=dedupe_key,
             received_at=fetched.internaldate, stored_at=now, raw=fetched.raw, size=fetched.size,
             sender=(parsed.from_address if parsed else None),
             subject=(parsed.subject if parsed else None), text=(parsed.text if parsed else None),
             kind=kind.value if kind else None, status=status, reason=reason, case_id=case_id,
-        )
-        session.add(row)
-        session.flush()
-        return row
+        ))
 
     def _advance(self, session: Session, mailbox: MailboxConfig, uid: int) -> None:
         """Move the folder's UID watermark, in the message's transaction (the row exists:

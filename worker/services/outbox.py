@@ -6,18 +6,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy import case as when
 from sqlalchemy.orm import Session
 
 from worker.adapters.db_models import Case, Outbox, OutboxMail
-from worker.adapters.repository import add_event, run
+from worker.adapters.repository import add_event, insert_loaded, run
 from worker.adapters.templates import Rendered
 from worker.config import WorkerSettings
 from worker.core.addresses import domain_of
 from worker.core.attachments import AttachmentData
 from worker.core.compose import OutgoingMail, compose
 from worker.core.references import tagged_subject
+
+_INSERT_MAIL = insert(OutboxMail)
 
 
 def new_message_id(from_address: str) -> str:
@@ -73,16 +75,16 @@ def queue_email(
     ))
     suppressed = suppression_reason(session, case, purpose, to, now, limits)
     limited = purpose in RATE_LIMITED and len(to) == 1 and not suppressed
-    row = Outbox(
+    values = dict(
         idempotency_key=idempotency_key, message_id=message_id, case_id=case.id, mailbox=mailbox,
         purpose=purpose, envelope_from=envelope_from or from_address, recipients=list(to),
-        mail=OutboxMail(raw=raw), status="suppressed" if suppressed else "pending", attempts=0,
-        next_attempt_at=now,
-        created_at=now, last_error=suppressed, obligation_id=obligation_id,
+        status="suppressed" if suppressed else "pending", attempts=0, next_attempt_at=now,
+        created_at=now, sent_at=None, last_error=suppressed, obligation_id=obligation_id,
         deliver_by=deliver_by(deadline, now) if deadline and not suppressed else None,
-        limited_to=to[0] if limited else None,
+        breached_at=None, limited_to=to[0] if limited else None, claimed_until=None,
     )
-    session.add(row)
+    row = insert_loaded(session, Outbox, values)
+    run(session, _INSERT_MAIL, {"outbox_id": row.id, "raw": raw})
     add_event(session, case.id, "email_suppressed" if suppressed else "email_queued", at=now,
               outbox=row,
               detail={"purpose": purpose, "message_id": message_id, "to": list(to),
