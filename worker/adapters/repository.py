@@ -11,6 +11,7 @@ from sqlalchemy import CursorResult, Executable, bindparam, delete, func, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from worker.adapters.db_models import (
     Base,
@@ -211,8 +212,18 @@ def add_party(
     """Add `address` to the case unless it is already a party; True when added."""
     if any(p.address == address for p in case.parties):
         return False
-    case.parties.append(CaseParty(address=address, name=name, role=role, added_at=at))
+    party = insert_loaded(session, CaseParty, dict(
+        case_id=case.id, address=address, name=name, role=role, added_at=at,
+        undeliverable_at=None, undeliverable_reason=None))
+    set_committed_value(case, "parties", [*case.parties, party])
     return True
+
+
+def insert_case(session: Session, values: dict[str, Any]) -> Case:
+    """A new case (see insert_loaded), with no parties yet."""
+    case = insert_loaded(session, Case, values)
+    set_committed_value(case, "parties", [])
+    return case
 
 
 # The session's events not yet written: see write_events.

@@ -505,16 +505,15 @@ class IngestService:
                    dedupe_key: str, now: datetime, warnings: list[str]) -> str:
         rules = self.providers[mailbox.rules]
         year = decision.first_raised_at.astimezone(ZoneInfo(rules.timezone)).year
-        case = Case(
+        case = repo.insert_case(session, dict(
             reference=repo.next_reference(session, rules.reference_prefix, year),
             provider_id=rules.id, mailbox=mailbox.name, status="open",
             subject=without_references(parsed.subject) or "(no subject)",
             customer_address=decision.customer_address,
             customer_name=parsed.from_name, first_raised_at=decision.first_raised_at,
-            created_at=now, parties=[],  # new: nothing to load
-        )
-        session.add(case)
-        session.flush()
+            created_at=now, stage=1, assignee=None, update_cadence=None, adr_exception=None,
+            adr_exception_reason=None, resolved_at=None,
+        ))
         repo.add_party(session, case, decision.customer_address, name=decision.customer_name,
                        role="customer", at=now)
         if decision.acknowledge_to and decision.acknowledge_to != decision.customer_address:
