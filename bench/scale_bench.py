@@ -80,15 +80,18 @@ def case_rows(count: int) -> Iterator[dict[str, list[dict[str, Any]]]]:
         party = {"case_id": case_id, "address": address, "name": f"Customer {case_id}",
                  "role": "customer", "added_at": received}
         yield {"cases": [case], "case_party": [party], "timer": timers_for(case_id, received, is_open),
-               "outbox": [acknowledgement(case_id, reference, address, received)]}
+               "outbox": [acknowledgement(case_id, reference, address, received)],
+               "outbox_mail": [{"outbox_id": case_id, "raw": b"Subject: [" + reference.encode()
+                                + b"] Your complaint\r\n\r\nReceived.\r\n"}]}
 
 
 def acknowledgement(case_id: int, reference: str, address: str, received: datetime) -> dict[str, Any]:
-    """The case's acknowledgement, long sent (its bytes a short stand-in for the real message)."""
-    return {"idempotency_key": f"ack:{reference}", "message_id": f"<ack{case_id}@example.com>",
+    """The case's acknowledgement, long sent (its bytes, in outbox_mail, a short stand-in for
+    the real message)."""
+    return {"id": case_id, "idempotency_key": f"ack:{reference}",
+            "message_id": f"<ack{case_id}@example.com>",
             "case_id": case_id, "mailbox": "bench", "purpose": "acknowledgement",
             "envelope_from": benchlib.MAIL_USER, "recipients": [address],
-            "raw": b"Subject: [" + reference.encode() + b"] Your complaint\r\n\r\nReceived.\r\n",
             "status": "sent", "attempts": 1, "next_attempt_at": received, "created_at": received,
             "sent_at": received + timedelta(minutes=1), "limited_to": address}
 
@@ -130,14 +133,15 @@ def generate(db_url: str, count: int) -> dict[str, int]:
 
     from worker.adapters.db_models import Base
 
-    tables = {name: Base.metadata.tables[name] for name in ("cases", "case_party", "timer", "outbox")}
+    tables = {name: Base.metadata.tables[name] for name in ("cases", "case_party", "timer", "outbox",
+                                                          "outbox_mail")}
     counts = dict.fromkeys(tables, 0)
     engine = create_engine(db_url)
     postgres = engine.dialect.name == "postgresql"
     try:
         with engine.begin() as connection:
             if not postgres:
-                # Bulk load only: the worker's own connections use WAL and synchronous=NORMAL.
+                # Bulk load only: the worker's own connections use WAL and synchronous=FULL.
                 connection.exec_driver_sql("PRAGMA synchronous=OFF")
             buffers: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
 
@@ -160,7 +164,8 @@ def generate(db_url: str, count: int) -> dict[str, int]:
                     flush()
             flush()
             if postgres:
-                for name in tables:  # explicit ids were given: move the sequences past them
+                for name in ("cases", "case_party", "timer", "outbox"):
+                    # Explicit ids were given: move the sequences past them.
                     connection.execute(text(
                         f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
                         f"(SELECT max(id) FROM {name}))"))

@@ -193,8 +193,8 @@ class IngestService:
                           messages: list[FetchedMessage], *, now: datetime, acknowledge: bool,
                           stored: set[int]) -> list[str] | None:
         """Every message of the batch in one transaction: their outcomes, or None when one
-        of them failed. Then nothing of the batch is kept, and it is recorded as processed one
-        message at a time, which the caller does next."""
+        of them failed. Then nothing of the batch is kept, and the batch in hand is recorded
+        as processed one message at a time, as the caller does next."""
         try:
             with transaction(self.sessions) as session:
                 return [self._ingest(session, mailbox, uidvalidity, fetched, now=now,
