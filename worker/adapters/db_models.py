@@ -231,8 +231,6 @@ class Outbox(Base):
     limited_to: Mapped[str | None] = mapped_column(String(320))
     # Set while a worker is sending the row; another worker may take it once this has passed.
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Given when the row is queued; read only by the dispatcher's query, never loaded from here.
-    mail: Mapped[OutboxMail] = relationship(lazy="raise")
 
 
 class OutboxMail(Base):
