@@ -236,11 +236,10 @@ def add_event(
 ) -> None:
     """Add an audit event to the transaction. Events are only appended, never read back while
     deciding, so they wait to be written in one INSERT as the transaction commits. `outbox`:
-    the outbox row it is about, whose id is read then (one queued in this transaction has
-    none before the flush)."""
+    the outbox row it is about (inserted when queued, so it has its id)."""
     session.info.setdefault(PENDING_EVENTS, []).append(
-        (event_row(case_id, kind, at=at, detail=detail, inbound_message_id=inbound_message_id),
-         outbox))
+        event_row(case_id, kind, at=at, detail=detail, inbound_message_id=inbound_message_id,
+                  outbox_id=outbox.id if outbox else None))
 
 
 def event_row(case_id: int, kind: str, *, at: datetime, detail: dict[str, Any],
@@ -258,9 +257,7 @@ def write_events(session: Session) -> None:
     """Write the transaction's audit events, in the order they were added (before commit)."""
     events = session.info.pop(PENDING_EVENTS, None)
     if events:
-        session.flush()  # The rows they name have their ids now.
-        run(session, INSERT_EVENTS, [event if outbox is None else {**event, "outbox_id": outbox.id}
-                                     for event, outbox in events])
+        run(session, INSERT_EVENTS, events)
 
 
 def drop_events(session: Session, previous: SessionTransaction) -> None:

@@ -147,6 +147,7 @@ class IngestService:
         """Where this folder's processing stands: the UID watermark, the failed messages to
         fetch again by UID until they are stored or quarantined (they can be below it), and
         the messages of a batch processed together that died, to process one at a time."""
+        suspects: set[int] = set()
         with transaction(self.sessions) as session:
             state = repo.mailbox_state(session, mailbox.name, mailbox.folder)
             if state.uidvalidity != uidvalidity:
@@ -162,13 +163,12 @@ class IngestService:
                 # Nothing of that batch was stored, and any of its messages may have been in
                 # hand: blame none, and process them one at a time, where a crash is pinned on
                 # the message in hand. Kept until that batch starts, should this pass die too.
-                return state.last_uid, set(repo.failed_attempts(
-                    session, mailbox.name, mailbox.folder, uidvalidity)), set(state.inflight)
+                suspects = set(state.inflight)
             elif state.inflight:
                 self._blame_crash(session, mailbox, source, uidvalidity, state.inflight, now)
                 state.inflight = None
-            return state.last_uid, set(repo.failed_attempts(session, mailbox.name,
-                                                            mailbox.folder, uidvalidity)), set()
+            return state.last_uid, set(repo.failed_attempts(
+                session, mailbox.name, mailbox.folder, uidvalidity)), suspects
 
     def _start_batch(self, mailbox: MailboxConfig, uidvalidity: int, batch: list[int], *,
                      suspects: set[int]) -> tuple[dict[int, tuple[int, str]], set[int], bool]:
