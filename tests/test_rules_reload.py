@@ -67,3 +67,45 @@ def test_valid_edit_takes_effect_and_invalid_edit_keeps_last_good(
     assert main(["--config", str(config_path), "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rules"]["valid"] is True
     worker.close()
+
+
+def test_template_edits_take_effect_only_once_checked(tmp_path: Path, pymap, smtp,
+                                                      caplog: pytest.LogCaptureFixture):
+    """A template edit is a rule change: a broken one is rejected and the running worker keeps
+    sending the last good wording, rather than failing every message that needs the template."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates" / "emails", templates)
+    worker = Worker.create(tmp_path, imap_port=pymap.port, smtp_port=smtp.port,
+                           mailboxes=[mailbox_for("claranet-soho")])
+    config_path = worker.config_path
+    config_path.write_text(config_path.read_text().replace(
+        f'templates = "{ROOT / "templates" / "emails"}"', f'templates = "{templates}"'))
+    worker = worker.restart()
+    ack = templates / "claranet-soho" / "acknowledgement.txt"
+    good = ack.read_text()
+
+    def body(n: int) -> str:
+        return acks(smtp)[n].message.get_body(("plain",)).get_content()
+
+    ack.write_text(good.replace("To help us look into", "So that we can look into"))
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(1), T0)])
+    worker.once(T0)
+    assert "So that we can look into your complaint" in body(0)
+
+    # Broken: a block left open. The complaint is still acknowledged, in the last good wording.
+    ack.write_text(good.replace("{%- endblock %}", "").replace("To help us", "Broken, to help us"))
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(2), T0)])
+    with caplog.at_level(logging.ERROR):
+        worker.once(T0 + timedelta(minutes=1))
+    assert "last good rules stay in force" in caplog.text
+    assert "acknowledgement.txt" in caplog.text
+    assert len(acks(smtp)) == 2, "the complaint is acknowledged despite the broken edit"
+    assert "So that we can look into your complaint" in body(1)
+    assert "Broken" not in body(1)
+
+    # Mended: the new wording is used from the next message.
+    ack.write_text(good.replace("To help us look into", "To help us investigate"))
+    deliver_many("127.0.0.1", pymap.port, CLARANET, PASSWORD, [(complaint(3), T0)])
+    worker.once(T0 + timedelta(minutes=2))
+    assert "To help us investigate your complaint" in body(2)
+    worker.close()

@@ -132,13 +132,19 @@ def build_app(config_path: Path) -> App:
                                settings=config.worker, connections=config.smtp.connections)
     app_holder: list[App] = []
 
-    def use_rules(new: dict[str, ProviderRules], now: datetime) -> None:
+    def load() -> tuple[dict[str, ProviderRules], TemplateRenderer]:
+        checked = TemplateRenderer(config.templates_dir)
+        return check_rules(config, checked), checked
+
+    def use_rules(loaded: tuple[dict[str, ProviderRules], TemplateRenderer], now: datetime) -> None:
+        new, checked = loaded
         replan_open_cases(sessions, calendars, ingest.providers, new, now=now)
         ingest.providers = new
+        renderer.adopt(checked)
         app_holder[0].providers = new
+        log.info("rule files and templates reloaded: %s", ", ".join(sorted(new)))
 
-    watcher = RulesWatcher(folders=(config.rules_dir, config.templates_dir), providers=providers,
-                           load=lambda: check_rules(config, TemplateRenderer(config.templates_dir)),
+    watcher = RulesWatcher(folders=(config.rules_dir, config.templates_dir), load=load,
                            on_change=use_rules)
     sweep = TimerSweep(sessions=sessions, desk=ingest.desk, config=config,
                        providers=lambda: ingest.providers)

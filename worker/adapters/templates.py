@@ -27,6 +27,10 @@ class TemplateRenderer:
 
     Customer-supplied values reach templates as plain data; the sandbox stops a template
     from calling into Python, and HTML output is autoescaped.
+
+    A template is read from disk once and then kept: an edit reaches the running worker only
+    through `adopt`, after the rules watcher has checked it, so a broken edit cannot fail the
+    mail that needs it (and no file's modification time is read for each message).
     """
 
     def __init__(self, templates_dir: Path) -> None:
@@ -42,6 +46,8 @@ class TemplateRenderer:
                 undefined=StrictUndefined,
                 autoescape=select_autoescape(enabled_extensions=("html",), default=False),
                 keep_trailing_newline=True,
+                auto_reload=False,
+                cache_size=-1,
             )
             self._environments[provider_id] = env
         return env
@@ -57,6 +63,10 @@ class TemplateRenderer:
                 raise TemplateError(f"{filename} for {provider_id}: {exc}") from exc
         return Rendered(subject=" ".join(parts["subject.txt"].split()), text=parts["txt"],
                         html=parts["html"])
+
+    def adopt(self, checked: TemplateRenderer) -> None:
+        """Render from now on with the templates `checked` has loaded (and rendered once)."""
+        self._environments = checked._environments
 
     def missing(self, provider_id: str, name: str) -> list[str]:
         """The template files `name` needs that cannot be found for this provider."""

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,7 +60,7 @@ class Cycle:
     def __init__(self, *, config: Config, sessions: sessionmaker[Session], ingest: IngestService,
                  dispatch: DispatchService,
                  mailbox_factory: Callable[[MailboxConfig], MailboxSource],
-                 rules_watcher: RulesWatcher | None = None,
+                 rules_watcher: RulesWatcher[Any] | None = None,
                  sweep: TimerSweep | None = None) -> None:
         self.config = config
         self.sessions = sessions

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from worker.core.rules import ProviderRules
 from worker.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,16 @@ def fingerprint(*folders: Path) -> str:
     return digest.hexdigest()
 
 
-class RulesWatcher:
-    """Holds the rules in force and swaps in a new set only when it passes every check."""
+Loaded = TypeVar("Loaded")
 
-    def __init__(self, *, folders: tuple[Path, ...], providers: dict[str, ProviderRules],
-                 load: Callable[[], dict[str, ProviderRules]],
-                 on_change: Callable[[dict[str, ProviderRules], datetime], None]) -> None:
+
+class RulesWatcher(Generic[Loaded]):
+    """Loads the rules (and templates) again when their files change and hands them to
+    `on_change` only when `load` passes every check."""
+
+    def __init__(self, *, folders: tuple[Path, ...], load: Callable[[], Loaded],
+                 on_change: Callable[[Loaded, datetime], None]) -> None:
         self.folders = folders
-        self.providers = providers
         self.load = load
         self.on_change = on_change
         self.rejected: list[Problem] = []
@@ -51,14 +53,12 @@ class RulesWatcher:
             return False
         self._fingerprint = current
         try:
-            providers = self.load()
+            loaded = self.load()
         except InvalidInput as exc:
             self.rejected = exc.problems
             log.error("rule files changed but are invalid; the last good rules stay in force:\n%s",
                       "\n".join(str(p) for p in exc.problems))
             return False
         self.rejected = []
-        self.providers = providers
-        self.on_change(providers, now)
-        log.info("rule files reloaded: %s", ", ".join(sorted(providers)))
+        self.on_change(loaded, now)
         return True
