@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/complaints-worker demo --out demo-out
 
-## test: lint, type-check the core, check migrations, run the whole suite
+## test: lint, type-check the package (the core strictly), check migrations, run the whole suite
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check worker tests $(wildcard bench)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy worker/core
+	$(BIN)/mypy worker
 
 clean:
 	rm -rf $(VENV) demo-out .demo .pytest_cache .mypy_cache .ruff_cache

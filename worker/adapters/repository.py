@@ -7,7 +7,17 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Executable, bindparam, delete, func, insert, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    CursorResult,
+    Executable,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
@@ -29,7 +39,8 @@ from worker.core.references import format_reference
 from worker.core.threading import KnownCase
 
 
-def run(session: Session, statement: Executable, params: Any = None) -> CursorResult[Any]:
+def run(session: Session, statement: Executable,
+        params: Any = None) -> CursorResult[*tuple[Any, ...]]:
     """Execute a Core statement built once at import (with bind parameters) on the session's
     connection, after flushing what the session holds, as autoflush would.
 
@@ -144,7 +155,7 @@ def first_with_dedupe_key(session: Session, mailbox: str,
     return (row.id, row.case_id) if row else None
 
 
-_KNOWN_MESSAGE_IDS = union_all(
+_KNOWN_MESSAGE_IDS: CompoundSelect[str | None, int | None] = union_all(
     select(InboundMessage.message_id, InboundMessage.case_id).where(
         InboundMessage.message_id.in_(bindparam("ids", expanding=True)),
         InboundMessage.case_id.is_not(None)),
@@ -189,10 +200,11 @@ def latest_case_of(session: Session, mailbox: str, addresses: Iterable[str]) -> 
 def _next_number(insert: Any) -> Executable:
     values = insert(ReferenceCounter).values(prefix=bindparam("prefix"), year=bindparam("year"),
                                               last_value=1)
-    return values.on_conflict_do_update(
+    statement: Executable = values.on_conflict_do_update(
         index_elements=["prefix", "year"],
         set_={"last_value": ReferenceCounter.last_value + 1},
     ).returning(ReferenceCounter.last_value)
+    return statement
 
 
 # By dialect name: the upsert is spelled per dialect.

@@ -192,7 +192,7 @@ class DispatchService:
                      .order_by(Outbox.id).limit(limit))
             if self.shared:
                 query = query.with_for_update(skip_locked=True, of=Outbox)
-            rows = list(connection.execute(query))
+            rows: list[Row[Any]] = list(connection.execute(query))
             # SQLite has one worker: no claims, so a restart after a crash re-sends at once.
             if rows and self.shared:
                 until = now + timedelta(seconds=self.settings.outbox_claim_seconds)
