@@ -306,11 +306,12 @@ def test_kills_soon_after_a_fetch_are_not_blamed_on_the_first_message(
     """The drill's finding, made repeatable: kill -9 lands 70 ms into a pass's first batch.
 
     A message in hand when the worker dies is suspected of killing it, retried first, and
-    quarantined after `poison_attempts` (3) such deaths. A fresh process spends its first
-    ~0.1 s after fetching on one-off work (building the provider's business calendar) while
-    the batch's first message is in hand, so kills at any random instant fall on that same
-    valid complaint far more often than chance, and three of them quarantine it: never
-    acknowledged, and the customer's next message opens a second case.
+    quarantined after `poison_attempts` (3) such deaths. A fresh process used to spend its
+    first ~0.1 s after fetching on one-off work (building the provider's business calendar)
+    while the batch's first message was in hand, so kills at any random instant fell on that
+    same valid complaint far more often than chance, and three of them quarantined it: never
+    acknowledged, and the customer's next message opened a second case. The calendar is now
+    built before any message is in hand.
     """
     # Enough mail that no pass finishes inside 70 ms of its fetch, however fast the machine or
     # late the kill (with 40, a fast machine stored them all in the killed passes, and the
