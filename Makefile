@@ -23,7 +23,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
 ## bench: print the benchmark figures (not part of make test); bench/RESULTS.md records them.
-## Calendar, ingest (vs django-helpdesk), latency, scale in turn; ingest and latency need ../shared.
+## Calendar, ingest (vs django-helpdesk), floor, latency, scale in turn; ingest, floor and latency need ../shared.
 ## `make bench BENCH_ARGS=--quick` is a small smoke run; BENCH_ARGS="--only ingest" picks one.
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)

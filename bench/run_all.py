@@ -1,11 +1,11 @@
 """`make bench`: every benchmark in turn, each printing its own figures and the machine.
 
-    .venv/bin/python bench/run_all.py [--quick] [--only calendar,ingest,latency,scale] [--pg]
+    .venv/bin/python bench/run_all.py [--quick] [--only calendar,ingest,floor,latency,scale] [--pg]
 
 Full sizes by default (the issue's figures: 5,000 messages, 200 acknowledgements, a million
 cases); --quick runs small sizes to check that everything works, not for figures. --pg adds the
 PostgreSQL variant where a benchmark has one only on request (scale; ingest always runs both).
-The ingest and latency benchmarks need ../shared/bench (or $BENCH_SHARED) and say so if it is
+The ingest, floor and latency benchmarks need ../shared/bench (or $BENCH_SHARED) and say so if it is
 missing. Not part of `make test`. Record figures in bench/RESULTS.md.
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("calendar", "ingest", "latency", "scale")
+ORDER = ("calendar", "ingest", "floor", "latency", "scale")
 
 
 def commands(quick: bool, pg: bool) -> dict[str, list[str]]:
@@ -30,6 +30,7 @@ def commands(quick: bool, pg: bool) -> dict[str, list[str]]:
     return {
         "calendar": [py, str(HERE / "calendar_bench.py"), *(["20000"] if quick else [])],
         "ingest": [py, str(HERE / "ingest_bench.py"), *(["--count", "300"] if quick else [])],
+        "floor": [py, str(HERE / "floor_bench.py"), *(["--count", "300"] if quick else [])],
         "latency": [py, str(HERE / "latency_bench.py"), *(["--count", "30"] if quick else [])],
         "scale": [py, str(HERE / "scale_bench.py"),
                   *(["--cases", "20000", "--due", "1000"] if quick else []), *(["--pg"] if pg else [])],
