@@ -8,17 +8,18 @@ the same mail set as the ingest benchmark: imapclient fetches in batches of 100,
 library parses each message (compat32, the cheapest policy) for its header and first text part,
 sqlite3 stores it (WAL, `synchronous=FULL`, one commit a batch), an acknowledgement is composed
 with an f-string and queued in the same transaction, the batch is moved to `Processed`, and the
-outbox is then sent through aiosmtplib, each mail marked sent by its own commit. It makes the
+outbox is then sent through aiosmtplib on two connections, as ours, each mail marked sent by
+its own commit. It makes the
 decisions a worker must make with header tests only: no classification evidence, threading,
 timers, rules, templates, quoted-text extraction or HTML. With notifications on, every
 non-automated message is also forwarded to staff with the original attached as message/rfc822
 (no re-encoding, the cheapest way to carry its attachments). A run counts only if the sink got
 one acknowledgement for each first complaint of the manifest and no other.
 
-Nothing a real worker does is left out that would make the floor faster than a real worker
-could be, so ours can only approach it: the ratio says how much of our cost is the stack and
-the machine, and how much our own work. The floor runs first, then ours (`once`, as the ingest
-benchmark runs it) unless --skip-ours, each with acknowledgements only and with notifications.
+Everything the floor does, a worker with our guarantees must do too, so ours can only approach
+it: the ratio says how much of our cost is the stack and the machine, and how much our own work.
+The floor runs first, then ours (`once`, as the ingest benchmark runs it) unless --skip-ours,
+each with acknowledgements only and with notifications.
 """
 
 from __future__ import annotations
