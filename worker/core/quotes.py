@@ -76,6 +76,8 @@ _QUOTED = re.compile(r"^[ \t]*>")
 _QUOTE_PREFIX = re.compile(r"^(?:[ \t]*>)+[ \t]?")
 # Invisible characters that mail clients leave on otherwise empty lines.
 _INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff]+")
+# The invisible characters of _INVISIBLE that are not whitespace.
+_INVISIBLE_NOT_SPACE = re.compile(r"[\u200b-\u200f\u2060\ufeff]")
 # A line of nothing but separator characters ("--", "____", "***", Gmail add-ons' "ᐧ").
 _DECORATION = re.compile(r"^[\s\u200b-\u200f\u2060\ufeff\-_=*~#+ᐧ]*$")
 # An Outlook-style divider that may stand just above a header block.
@@ -312,9 +314,12 @@ class _Lines:
 def _visible(line: str) -> str:
     """The line without invisible characters, whitespace runs made one space, stripped.
 
-    An ASCII line holds no invisible character but whitespace, and str.split() splits at the
-    characters that regex \\s matches: the same result as the pattern, 4x faster."""
-    return " ".join(line.split()) if line.isascii() else _INVISIBLE.sub(" ", line).strip()
+    A line without the invisible characters that are not whitespace (every ASCII line, most
+    others) needs only str.split(), which splits at the characters that regex \\s matches: the
+    same result as the pattern, 2-4x faster."""
+    if line.isascii() or not _INVISIBLE_NOT_SPACE.search(line):
+        return " ".join(line.split())
+    return _INVISIBLE.sub(" ", line).strip()
 
 
 class _Traits(NamedTuple):
