@@ -5,8 +5,9 @@
 One Dovecot (../shared/bench/mailserver.sh, on a free port) serves every run, its INBOX reloaded
 with the same generated messages before each. Our worker runs as a separate process, exactly as
 `complaints-worker --config X once` (fetch, parse, classify, thread, persist, acknowledgements and
-staff notifications queued, then sent to an aiosmtpd sink), first on SQLite, then on a
-throwaway PostgreSQL database. A pass sends a bounded batch of the outbox, so `once` is repeated
+staff notifications queued, then sent to an aiosmtpd sink), first on SQLite, then on SQLite with
+acknowledgements only (no staff notifications: what SPEC 8 lists, and what the peer sends), then
+on a throwaway PostgreSQL database. A pass sends a bounded batch of the outbox, so `once` is repeated
 until nothing is left to send; throughput is messages / wall time of all those commands, start-up
 included, as for the peer; peak RSS comes from /usr/bin/time -v. Each run is checked against the
 generator's manifest: every message stored once, opened or joined the right case, acknowledged.
@@ -44,6 +45,7 @@ from tests.servers import free_port
 TARGET_PER_SECOND = 600
 TARGET_PEER_RATIO = 15
 MAX_PASSES = 50
+ACKS_ONLY = "SQLite, acks only"
 KINDS = ("new", "attachment", "reply", "reply_refs", "autoreply", "bounce")
 
 
@@ -111,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = [run_ours(server, sink_script, work, "SQLite",
                              benchlib.sqlite_url(work / "bench.db"), manifest, mailset,
                              notify=not args.no_notify, profile=args.profile)]
+        if not args.no_notify:
+            # What SPEC 8 lists (acknowledgements, no staff notifications) and what the peer
+            # does (its queue notifies no staff): the like-for-like figure.
+            outcomes.append(run_ours(server, sink_script, work, ACKS_ONLY,
+                                     benchlib.sqlite_url(work / "bench-acks.db"), manifest,
+                                     mailset, notify=False))
         startup = startup_seconds(server, sink_script, work, notify=not args.no_notify)
         if args.skip_pg:
             print("PostgreSQL  skipped (--skip-pg)")
@@ -344,18 +352,19 @@ def report(outcomes: list[Outcome], peer: dict[str, Any] | None, startup: float,
         print(f"  peer: {peer.get('processed_removed_from_inbox')} processed, {peer.get('tickets')} "
               f"tickets, {peer.get('emails_sent_to_sink')} emails sent, "
               f"{peer.get('manifest_messages_missing')} manifest messages missing")
-    ours = outcomes[0]
-    if ours.problems:
-        print("  no verdict: the SQLite run did not process everything (see PROBLEM above)")
-        return
-    verdict = "meets" if ours.rate >= TARGET_PER_SECOND else "BELOW"
-    print(f"  SQLite: {ours.rate:.0f} msg/s, {verdict} the {TARGET_PER_SECOND} msg/s target")
-    if peer_rate:
-        ratio = ours.rate / peer_rate
-        verdict = "meets" if ratio >= TARGET_PEER_RATIO else "BELOW"
-        print(f"  ratio ours (SQLite) / peer: {ratio:.1f}x, {verdict} the {TARGET_PEER_RATIO}x target")
-        for o in outcomes[1:]:
-            print(f"  ratio ours ({o.label}) / peer: {o.rate / peer_rate:.1f}x")
+    for o in outcomes:
+        if o.problems:
+            print(f"  {o.label}: no verdict, the run did not process everything (see PROBLEM above)")
+            continue
+        line = f"  {o.label}: {o.rate:.0f} msg/s"
+        if o.label.startswith("SQLite"):
+            verdict = "meets" if o.rate >= TARGET_PER_SECOND else "BELOW"
+            line += f", {verdict} the {TARGET_PER_SECOND} msg/s target"
+        if peer_rate:
+            ratio = o.rate / peer_rate
+            verdict = "meets" if ratio >= TARGET_PEER_RATIO else "BELOW"
+            line += f"; {ratio:.1f}x the peer, {verdict} the {TARGET_PEER_RATIO}x target"
+        print(line)
 
 
 if __name__ == "__main__":
