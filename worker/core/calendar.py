@@ -35,7 +35,6 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import MAXYEAR, MINYEAR, UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -289,10 +288,8 @@ class BusinessCalendar:
 
     @classmethod
     def build(cls, spec: CalendarSpec) -> BusinessCalendar:
-        """Precompute every working interval of the spec's year range; the result is immutable,
-        so one spec's calendar is built once per process (the rule check and the worker both
-        ask for it, ~0.15 s each)."""
-        return _build(spec)
+        """Precompute every working interval of the spec's year range; the result is immutable."""
+        return cls(spec)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -497,8 +494,3 @@ class BusinessCalendar:
     def add_weeks(self, instant: datetime, n: int) -> datetime:
         """`add_days(instant, 7 * n)`."""
         return self.add_days(instant, 7 * n)
-
-
-@lru_cache(maxsize=32)
-def _build(spec: CalendarSpec) -> BusinessCalendar:
-    return BusinessCalendar(spec)
