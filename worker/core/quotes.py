@@ -74,12 +74,13 @@ class Reply:
 
 _QUOTED = re.compile(r"^[ \t]*>")
 _QUOTE_PREFIX = re.compile(r"^(?:[ \t]*>)+[ \t]?")
-# Invisible characters that mail clients leave on otherwise empty lines.
-_INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060\ufeff]+")
-# The invisible characters of _INVISIBLE that are not whitespace.
-_INVISIBLE_NOT_SPACE = re.compile(r"[\u200b-\u200f\u2060\ufeff]")
+# Invisible characters that are not whitespace (zero-width ones, marks, the BOM), as a
+# character-class range; mail clients leave them on otherwise empty lines.
+_ZERO_WIDTH = r"\u200b-\u200f\u2060\ufeff"
+_INVISIBLE = re.compile(rf"[\s{_ZERO_WIDTH}]+")
+_INVISIBLE_NOT_SPACE = re.compile(rf"[{_ZERO_WIDTH}]")
 # A line of nothing but separator characters ("--", "____", "***", Gmail add-ons' "ᐧ").
-_DECORATION = re.compile(r"^[\s\u200b-\u200f\u2060\ufeff\-_=*~#+ᐧ]*$")
+_DECORATION = re.compile(rf"^[\s{_ZERO_WIDTH}\-_=*~#+ᐧ]*$")
 # An Outlook-style divider that may stand just above a header block.
 _DIVIDER = re.compile(r"^\s*(?:_{5,}|-{5,}|={5,})\s*$")
 
